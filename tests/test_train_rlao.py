@@ -1,0 +1,185 @@
+"""train_rlao.py on CPU: a tiny random Qwen2 built from a config, with the embedded SmolLM2 tokenizer (ChatML).
+Synthetic trajectories in the contract format; no network."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+import executor
+import train_rlao
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def turn(benchmark, episode, t, user, actions, rewards):
+    state = [{"role": "system", "content": "You design workflows."}, {"role": "user", "content": user}]
+    cands = [{"action": a, "code": "", "status": "ok" if r is not None else "failed", "error": None, "repairs": 0,
+              "valid_acc": 0.5, "reward": r if r is not None else 0.0, "feedback": "", "calls": 1, "cost_usd": 0.0}
+             for a, r in zip(actions, rewards)]
+    return {"run": "t", "benchmark": benchmark, "episode": episode, "turn": t, "seed": 0, "meta_model": "m",
+            "executor_model": "e", "state": state, "candidates": cands, "best": 0}
+
+
+def action(i):
+    return f"Analysis {i}: vote over {i % 3 + 2} samples.\n```python\ndef solver(agent, task):\n    return {{'answer': {i}}}\n```"
+
+
+@pytest.fixture(scope="module")
+def tok_dir():
+    return executor.embedded_model_dir()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tok_dir):
+    d = tmp_path_factory.mktemp("tiny")
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    Qwen2ForCausalLM(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def traj(tmp_path_factory):
+    p = tmp_path_factory.mktemp("runs") / "trajectories.jsonl"
+    rows = [turn("gsm8k" if e % 2 else "mbpp", e, t, f"Task {e}.{t}: improve the workflow.",
+                 [action(3 * e + t), action(3 * e + t + 7), "broken"], [1.0 if t else 0.5, 0.0, None])
+            for e in range(4) for t in range(3)]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def common(traj, model, out, run, *extra):
+    return ["--trajectories", str(traj), "--model", str(model), "--out-dir", str(out), "--run", run, "--dtype", "float32",
+            "--device", "cpu", "--max-len", "512", *extra]
+
+
+def test_labels_cover_exactly_the_action(tok_dir):
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    state = turn("gsm8k", 0, 0, "Design a solver.", [], [])["state"]
+    act = action(5) + "\n"  # a trailing newline inside the action must keep its loss
+    ids, labels = train_rlao.tokenize_sample(tok, state, act)
+    target = [i for i, l in zip(ids, labels) if l != -100]
+    assert tok.decode(target) == act + "<|im_end|>"
+    first = next(k for k, l in enumerate(labels) if l != -100)
+    assert tok.decode(ids[:first]) == tok.apply_chat_template(state, add_generation_prompt=True, tokenize=False)
+    assert tok.decode(ids[first + len(target):]) == "\n"  # ChatML's newline after <|im_end|> gets no loss
+    all_ids, all_labels = train_rlao.tokenize_sample(tok, state, act, loss_on_all_tokens=True)
+    assert all_ids == ids and all_labels == ids != labels
+
+
+def test_loss_equals_hand_computed_weighted_nll(tiny_dir, tok_dir):
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    state = turn("gsm8k", 0, 0, "Design a solver.", [], [])["state"]
+    samples = []
+    for i, w in [(1, 0.5), (2, 3.0), (30, 1.7)]:
+        ids, labels = train_rlao.tokenize_sample(tok, state, action(i) * (1 + i // 10))
+        samples.append(dict(input_ids=ids, labels=labels, weight=w))
+    b = train_rlao.collate(samples, tok.pad_token_id, "cpu")
+    loss, nll = train_rlao.rwr_loss(model, b["input_ids"], b["attention_mask"], b["labels"], b["weights"], 4, 7)
+    expected = 0.0
+    for s in samples:
+        logp = torch.log_softmax(model(torch.tensor([s["input_ids"]])).logits[0].double(), -1)
+        tok_nll = [-logp[t - 1, s["input_ids"][t]] for t in range(1, len(s["labels"])) if s["labels"][t] != -100]
+        expected += s["weight"] * sum(tok_nll) / len(tok_nll)
+    assert loss.item() == pytest.approx(expected.item() / 4, rel=1e-5)  # divided by the step's sample count (4)
+
+
+def logp(model, tok, state, act):
+    ids, labels = train_rlao.tokenize_sample(tok, state, act)
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+    return sum(lp[t - 1, ids[t]].item() for t in range(1, len(ids)) if labels[t] != -100)
+
+
+def test_training_lowers_loss_and_prefers_the_rewarded_action(tmp_path, tiny_dir, tok_dir):
+    good, bad = "Use self-consistency over five samples.", "Use a single greedy sample instead."
+    p = tmp_path / "pair.jsonl"
+    p.write_text(json.dumps(turn("gsm8k", 0, 0, "Improve it.", [good, bad], [1.0, 0.0])) + "\n")
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    state = turn("gsm8k", 0, 0, "Improve it.", [], [])["state"]
+    before = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    gap0 = logp(before, tok, state, good) - logp(before, tok, state, bad)
+    run_dir = train_rlao.main(common(p, tiny_dir, tmp_path, "pair", "--batch-size", "2", "--num-epochs", "8",
+                                     "--lr", "3e-3", "--warmup-frac", "0", "--save-every", "0"))
+    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"] - 0.5
+    after = AutoModelForCausalLM.from_pretrained(run_dir, dtype=torch.float32)
+    assert logp(after, tok, state, good) - logp(after, tok, state, bad) > gap0 + 1.0
+    # the final folder is a HF model folder that reloads and generates
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= {f.name for f in run_dir.iterdir()}
+    ids = tok.apply_chat_template(state, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = after.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 5
+
+
+def test_optimizer_in_backward_matches_plain_optimizer(tmp_path, traj, tiny_dir):
+    dirs = [train_rlao.main(common(traj, tiny_dir, tmp_path, f"oib_{m}", m, "--max-steps", "2", "--save-every", "0",
+                                   "--lr", "1e-3", "--batch-size", "3"))
+            for m in ("--optimizer-in-backward", "--no-optimizer-in-backward")]
+    a, b = (load_file(d / "model.safetensors") for d in dirs)
+    init = load_file(tiny_dir / "model.safetensors")
+    for k in a:
+        assert not torch.equal(a[k], init[k]) or k.endswith("bias")
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    ra, rb = ([json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()] for d in dirs)
+    assert [r["train/lr"] for r in ra] == [r["train/lr"] for r in rb]
+    assert ra[0]["train/grad_norm"] == pytest.approx(rb[0]["train/grad_norm"], rel=1e-4)
+
+
+def test_incompatible_flags_fail_before_loading(traj, tiny_dir, tmp_path):
+    with pytest.raises(SystemExit, match="--grad-accum-steps 1"):
+        train_rlao.main(common(traj, tiny_dir, tmp_path, "x", "--optimizer-in-backward", "--grad-accum-steps", "2"))
+    with pytest.raises(SystemExit, match="--max-grad-norm 0"):
+        train_rlao.main(common(traj, tiny_dir, tmp_path, "x", "--optimizer-in-backward", "--max-grad-norm", "1"))
+
+
+def test_dry_run_prints_statistics_and_plan(traj, tiny_dir, tmp_path, capsys):
+    assert train_rlao.main(common(traj, tiny_dir, tmp_path, "dry", "--dry-run", "--min-reward", "0.5")) is None
+    out = capsys.readouterr().out
+    assert "samples: 12 |" in out and "r=0.5 (w=3.49): 4" in out and "r=1 (w=12.18): 8" in out
+    assert "gsm8k: 6" in out and "memory plan" in out and "min reward" in out
+    assert not (tmp_path / "dry").exists()
+
+
+def run_cli(args):
+    # one thread each: two runs share 2 cores, and oversubscribed OpenMP threads crawl
+    return subprocess.Popen([sys.executable, "-u", str(ROOT / "train_rlao.py"), *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_kill_and_resume_gives_the_same_weights(tmp_path, traj, tiny_dir):
+    args = ["--batch-size", "2", "--grad-accum-steps", "2", "--num-epochs", "3", "--save-every", "5", "--lr", "1e-3",
+            "--max-grad-norm", "1.0", "--eval-fraction", "0.25", "--eval-every", "4"]
+    full = run_cli(common(traj, tiny_dir, tmp_path, "full", *args))
+    killed = run_cli(common(traj, tiny_dir, tmp_path, "killed", *args))
+    for line in killed.stdout:  # a real SIGKILL, mid-run, after the checkpoint of step 5
+        if line.startswith("step 7/"):
+            killed.send_signal(signal.SIGKILL)
+            break
+    killed.wait()
+    full_out, full_err = full.communicate(timeout=300)
+    assert full.returncode == 0, full_err[-3000:]
+    assert killed.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "model.safetensors").exists()
+    resumed = run_cli(common(traj, tiny_dir, tmp_path, "killed", *args, "--resume", "--num-checkpoints-kept", "2"))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "resumed from" in out and "the command line wins" in err
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ma = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    mb = [json.loads(l) for l in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("sys/")} for r in rows]
+    assert strip(ma) == strip(mb) and any("eval/weighted_loss" in r for r in ma)
