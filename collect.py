@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from benchmarks import load_benchmark
 from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, parse_args
-from meta_agent import Policy, WorkflowEnv, run_episode
+from meta_agent import Policy, WorkflowEnv, read_jsonl, run_episode
 
 
 @dataclass
@@ -59,6 +59,7 @@ class Args:
     executor_max_tokens: int = field(default=4096, metadata={"help": "executor max tokens per call"})
     history_window: int = field(default=0, metadata={"help": "advanced workflows kept in the state (0: all)"})
     low_acc_penalty: bool = field(default=False, metadata={"help": "reward -0.1 below 30%% accuracy (official code)"})
+    max_repairs: int = field(default=3, metadata={"help": "repairs asked for a failing candidate (paper: 3)"})
     limit_valid: int = field(default=0, metadata={"help": "use the first N validation examples (0: all)"})
     data_dir: str | None = field(default=None, metadata={"help": "benchmark data ($W4S_DATA_DIR, else ./data)"})
     seed: int = field(default=0, metadata={"help": "seed for sampling and feedback"})
@@ -85,24 +86,6 @@ def check_config(path: Path, config: dict) -> None:
             sys.exit(f"error: {path.parent} was collected with a different config; refusing to resume.\n{lines}\n"
                      f"Use the recorded values, or a new --run name.")
     path.write_text(json.dumps(config, indent=2))
-
-
-def read_done_turns(path: Path) -> list[dict]:
-    """Complete lines of trajectories.jsonl; a torn last line (killed mid-write) is cut off the file."""
-    if not path.exists():
-        return []
-    records, good_bytes = [], 0
-    with open(path, "rb") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
-    return records
 
 
 def save_workflows(out: Path, record: dict) -> None:
@@ -157,7 +140,7 @@ def main() -> None:
     random.seed(args.seed)
     np.random.seed(args.seed)
     traj_path = out / "trajectories.jsonl"
-    done = read_done_turns(traj_path)
+    done = read_jsonl(traj_path)
     print(f"collect: run {out} | {len(done)} turns already recorded | config {json.dumps(asdict(args))}")
 
     # --- build the executor, the meta-agent and the benchmarks --------------------------------------
@@ -191,6 +174,7 @@ def main() -> None:
                                   valid_examples=bench.examples("valid")[: args.limit_valid or None],
                                   agent=Agent(executor), seed=args.seed, episode=episode,
                                   history_window=args.history_window, low_acc_penalty=args.low_acc_penalty,
+                                  max_repairs=args.max_repairs,
                                   sample_timeout_s=args.sample_timeout_s, max_concurrency=args.max_concurrency,
                                   progress=args.progress)
                 run_episode(env, policy, num_turns=args.num_turns, num_candidates=args.num_candidates,

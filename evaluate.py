@@ -29,9 +29,9 @@ Protocol (clean by construction):
 Deliberate simplifications and limits:
 1. One W4S episode per (benchmark, executor, seed), m = --num-candidates actions per turn (default 1).
 2. Jobs run one after another; the samples of one workflow run concurrently (--max-concurrency).
-3. --seeds vary the meta-agent's sampling and feedback. Executor calls carry no run seed, so an identical
-   call in another seed is served from the cache: baselines give the same numbers for every seed, and
-   the CI over seeds measures the variation of the W4S search, not of the executor's sampling.
+3. --seeds vary everything sampled: the meta-agent's actions, the feedback's failure cases and the
+   executor's samples (the seed is part of every executor call's cache key), so the CI over seeds covers
+   run-to-run variation of baselines and W4S alike.
 
 Resume: rerun the same command. Finished lines are skipped, a W4S episode continues from its trajectory
 file, and the response cache replays every call already made. Ctrl-C or --budget-usd stops cleanly and the
@@ -65,7 +65,7 @@ import sandbox
 from benchmarks import BENCHMARKS, load_benchmark
 from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, cost_usd as list_price,
                       is_local_model, parse_args)
-from meta_agent import Policy, WorkflowEnv, run_episode, solver_inputs
+from meta_agent import Policy, WorkflowEnv, read_jsonl, run_episode, solver_inputs
 
 BASELINES = ("vanilla", "cot", "cot_sc", "self_refine", "llm_debate")
 METHODS = BASELINES + ("best_seed", "w4s")
@@ -90,13 +90,14 @@ class Args:
     methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": f"subset of {', '.join(METHODS)}"})
     iterations: int = field(default=30, metadata={"help": "W4S optimisation turns on validation (official code: 30)"})
     num_candidates: int = field(default=1, metadata={"help": "W4S actions sampled per turn (m)"})
-    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "repeated runs (meta-agent sampling and feedback seeds)"})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "repeated runs: each seed samples the meta-agent, feedback and executor anew"})
     limit_valid: int = field(default=0, metadata={"help": "use the first N validation examples (0: all)"})
     limit_test: int = field(default=0, metadata={"help": "use the first N test examples (0: all)"})
     temperature: float = field(default=0.5, metadata={"help": "meta-agent sampling temperature"})
     max_new_tokens: int = field(default=4096, metadata={"help": "meta-agent max new tokens per action"})
     executor_max_tokens: int = field(default=4096, metadata={"help": "executor max tokens per call"})
     history_window: int = field(default=0, metadata={"help": "advanced workflows kept in the meta-agent's state (0: all)"})
+    max_repairs: int = field(default=3, metadata={"help": "repairs asked for a failing W4S candidate (paper: 3)"})
     sample_timeout_s: float = field(default=300.0, metadata={"help": "time limit per sample of a workflow"})
     max_concurrency: int = field(default=32, metadata={"help": "concurrent executor requests / samples"})
     max_parallel_candidates: int = field(default=4, metadata={"help": "W4S candidates of a turn evaluated at once"})
@@ -148,24 +149,6 @@ def check_config(path: Path, config: dict) -> None:
 def slug(text: str) -> str:
     """A file-name-safe form of a model name or path ('checkpoints/w4s' -> 'checkpoints_w4s')."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Complete lines of a jsonl file; a torn last line (killed mid-write) is cut off the file."""
-    if not path.exists():
-        return []
-    records, good_bytes = [], 0
-    with open(path, "rb") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
-    return records
 
 
 @dataclass
@@ -287,7 +270,7 @@ def render_table(agg: list[dict], benchmarks: list[str], meta_model: str, args_s
                 cells.append(f"{100 * a['accuracy']:.1f} ± {50 * (a['ci_hi'] - a['ci_lo']):.1f} ({dollars})")
             lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
         paper = [f"{PAPER_W4S_GPT4O_MINI[b]:.1f}" if b in PAPER_W4S_GPT4O_MINI else "" for b in benches]
-        lines += [f"| *paper, W4S with GPT-4o-mini (reported)* | " + " | ".join(paper) + " |", ""]
+        lines += ["| *paper, W4S with GPT-4o-mini (reported)* | " + " | ".join(paper) + " |", ""]
         ns = ", ".join(f"{b}: {next(cell[k]['n'] for k in cell if k[0] == b and k[1] == executor)}" for b in benches)
         lines += [f"Test examples: {ns}.", ""]
     return "\n".join(lines)
@@ -448,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, model, seed, method in tqdm(todo, desc="jobs", disable=not args.progress):
             check_budget()
-            bench, agent = benches[name], Agent(executor_for(model))
+            bench, agent = benches[name], Agent(executor_for(model), seed=seed)  # seeds draw their own samples
             key = f"{name}__{slug(model)}__{method}__seed{seed}"
             before_exec, before_meta, t0 = executor_ledger.summary(), meta_ledger.summary(), time.time()
             extra: dict = {}
@@ -465,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                 valid = bench.examples("valid")[: args.limit_valid or None]
                 env = WorkflowEnv(description=bench.description, kind=bench.kind, valid_examples=valid,
                                   score=bench.score, agent=agent, seed=seed, episode=0,
-                                  history_window=args.history_window, sample_timeout_s=args.sample_timeout_s,
+                                  history_window=args.history_window, max_repairs=args.max_repairs,
+                                  sample_timeout_s=args.sample_timeout_s,
                                   max_concurrency=args.max_concurrency, progress=args.progress)
                 traj_path = out / "trajectories" / f"{name}__{slug(model)}__seed{seed}.jsonl"
                 done_turns = sorted(read_jsonl(traj_path), key=lambda r: r["turn"])[: args.iterations]

@@ -812,7 +812,10 @@ def parse_args(args_cls, argv=None):
     """Parse the command line into an `args_cls` dataclass: field foo_bar -> --foo-bar, help from
     field(metadata={"help": ...}), bools -> --foo/--no-foo, lists -> nargs="+", Optional[X] -> X,
     metadata={"positional": True} -> a positional argument. Unknown flags are an error."""
-    parser = argparse.ArgumentParser(description=(args_cls.__doc__ or "").strip(),
+    doc = (args_cls.__doc__ or "").strip()
+    if doc.startswith(args_cls.__name__ + "("):  # the signature dataclasses write when there is no docstring
+        doc = (sys.modules[args_cls.__module__].__doc__ or "").strip().split("\n\n")[0]
+    parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(args_cls)
     for f in dataclasses.fields(args_cls):

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import random
 import re
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -322,6 +322,25 @@ def turn_record(*, run: str, benchmark: str, episode: int, turn: int, seed: int,
             "candidates": [asdict(c) for c in candidates], "best": best}
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """Complete lines of an append-only jsonl log; a torn last line (killed mid-write) is cut off the file,
+    so the resumed run appends after the last complete record."""
+    if not path.exists():
+        return []
+    records, good_bytes = [], 0
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            good_bytes += len(line)
+    if good_bytes < path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
+    return records
+
+
 def run_episode(env: WorkflowEnv, policy: Policy, *, num_turns: int, num_candidates: int,
                 record_fields: dict, done: list[dict] | None = None,
                 on_record: Callable[[dict], None] = lambda r: None,
@@ -368,6 +387,7 @@ class Args:
     executor_max_tokens: int = field(default=4096, metadata={"help": "executor max tokens per call"})
     history_window: int = field(default=0, metadata={"help": "advanced workflows kept in the state (0: all)"})
     low_acc_penalty: bool = field(default=False, metadata={"help": "reward -0.1 below 30%% accuracy (official code)"})
+    max_repairs: int = field(default=3, metadata={"help": "repairs asked for a failing candidate (paper: 3)"})
     seed: int = field(default=0, metadata={"help": "seed for sampling and feedback"})
     budget_usd: float | None = field(default=None, metadata={"help": "stop before executor spend passes this"})
     max_concurrency: int = field(default=32, metadata={"help": "concurrent executor requests / samples"})
@@ -382,7 +402,12 @@ def main() -> None:
     # --- setup ------------------------------------------------------------------------------------
     out = Path(args.out_dir)
     (out / "workflows").mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(args), indent=2))
+    config, traj_path = asdict(args), out / "trajectories.jsonl"
+    same_run = (out / "config.json").exists() and json.loads((out / "config.json").read_text()) == config
+    done = read_jsonl(traj_path) if same_run else []  # the same command resumes; another one starts over
+    if not same_run:
+        traj_path.unlink(missing_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
     random.seed(args.seed)
     bench = load_benchmark(args.benchmark, args.data_dir)
     valid = bench.examples("valid")[: args.limit or None]
@@ -395,11 +420,12 @@ def main() -> None:
                     temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     env = WorkflowEnv(description=bench.description, kind=bench.kind, valid_examples=valid, score=bench.score,
                       agent=Agent(executor), seed=args.seed, history_window=args.history_window,
-                      low_acc_penalty=args.low_acc_penalty, max_concurrency=args.max_concurrency)
+                      low_acc_penalty=args.low_acc_penalty, max_repairs=args.max_repairs,
+                      max_concurrency=args.max_concurrency)
 
     # --- optimise ---------------------------------------------------------------------------------
     t0 = time.time()
-    log = open(out / "trajectories.jsonl", "w")
+    log = open(traj_path, "a")
 
     def save(record: dict) -> None:
         log.write(json.dumps(record) + "\n")
@@ -412,10 +438,10 @@ def main() -> None:
     try:
         result = run_episode(env, policy, num_turns=args.turns, num_candidates=args.num_candidates,
                              record_fields={"run": out.name, "benchmark": bench.name, "meta_model": args.meta_model,
-                                            "executor_model": args.executor_model}, on_record=save)
-    except BudgetExceeded as e:
-        print(f"stopped: {e}")
-        return
+                                            "executor_model": args.executor_model}, done=done, on_record=save)
+    except (BudgetExceeded, LLMError, KeyboardInterrupt) as e:
+        sys.exit(f"stopped: {type(e).__name__}: {e}. Finished turns are kept in {traj_path}; "
+                 f"rerun the same command to resume.")
     finally:
         log.close()
     (out / "best_workflow.py").write_text(f"# {result.best_name}: valid_acc={result.best_acc:.4f}\n{result.best_code}")

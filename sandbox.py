@@ -48,7 +48,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 SANDBOX_FILE = os.path.abspath(__file__)

@@ -44,7 +44,6 @@ import json
 import math
 import os
 import random
-import re
 import resource
 import shutil
 import sys
@@ -82,6 +81,7 @@ class Args:
     loss_on_all_tokens: bool = field(default=False, metadata={"help": "ABLATION ONLY: official-trainer behaviour, loss on every token, prompt included"})
     eval_fraction: float = field(default=0.0, metadata={"help": "fraction of states held out for the weighted eval loss"})
     dry_run: bool = field(default=False, metadata={"help": "print the sample statistics and the memory plan, then exit"})
+    allow_no_samples: bool = field(default=False, metadata={"help": "with no training sample, export the base model unchanged instead of failing (CPU recipes)"})
     dtype: Literal["bfloat16", "float32"] = field(default="bfloat16", metadata={"help": "weights, grads and optimizer state"})
     device: Literal["auto", "cuda", "cpu"] = field(default="auto", metadata={"help": "auto = cuda when present"})
     enable_activation_checkpointing: bool = field(default=True, metadata={"help": "recompute each layer in backward"})
@@ -403,8 +403,16 @@ def main(argv: list[str] | None = None) -> Path | None:
           + " | ".join(f"{k} {v:.1f} GiB" for k, v in plan.items()))
     if args.dry_run:
         return None
+    if (not train or num_steps == 0) and args.allow_no_samples:
+        # A 135M meta-agent may write no working workflow at all: say so loudly and hand the next stage
+        # the base model, so a small pipeline still runs end to end. Nothing is trained.
+        print(f"NO TRAINING SAMPLES: {run_dir} gets the base model {args.model} unchanged (--allow-no-samples)")
+        save_checkpoint(run_dir, AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype), tokenizer, None)
+        (run_dir / "NOT_TRAINED.txt").write_text("no ok candidate in the trajectories: this is the base model\n")
+        return run_dir
     if not train or num_steps == 0:
-        sys.exit("no training step: no samples left after the filters, or fewer than one step's worth")
+        sys.exit("no training step: no samples left after the filters, or fewer than one step's worth "
+                 "(--allow-no-samples exports the base model instead)")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train_config.json").write_text(json.dumps(dict(dataclasses.asdict(args), device=str(device),
                                                optimizer_in_backward_on=use_oib, num_steps=num_steps), indent=1))

@@ -32,7 +32,7 @@ def _serve(conn, latency_s):
     """Child process: run the server, send its URL, then answer 'count' queries until 'stop'."""
     with LocalServer(latency_s=latency_s) as srv:
         conn.send(srv.base_url)
-        while (msg := conn.recv()) != "stop":
+        while conn.recv() != "stop":
             conn.send(srv.count)
 
 

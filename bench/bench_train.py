@@ -13,7 +13,6 @@ the card's dense bf16 peak).
 """
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess

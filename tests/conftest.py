@@ -1,5 +1,4 @@
 """Shared fixtures: the repo root on sys.path, the benchmark data directory, a private cache dir."""
-import os
 import sys
 from pathlib import Path
 

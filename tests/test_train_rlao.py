@@ -1,7 +1,6 @@
 """train_rlao.py on CPU: a tiny random Qwen2 built from a config, with the embedded SmolLM2 tokenizer (ChatML).
 Synthetic trajectories in the contract format; no network."""
 import json
-import math
 import os
 import signal
 import subprocess
