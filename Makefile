@@ -61,7 +61,10 @@ EVAL_FLAGS       ?= --iterations 1 --limit-valid 2 --limit-test 2 --max-repairs 
 else
 $(error SCALE must be paper, cpu or tiny, not '$(SCALE)')
 endif
+# vLLM endpoints, optional: META_BASE_URL serves $(META_MODEL) to collect; EVAL_META_BASE_URL serves the
+# trained checkpoint to evaluate (`vllm serve checkpoints/$(RUN)`); without them both load in-process.
 META_BASE_URL ?=
+EVAL_META_BASE_URL ?=
 
 .PHONY: setup test data collect train evaluate reproduce clean
 
@@ -94,7 +97,8 @@ train: $(STAMP)
 
 evaluate: $(STAMP)
 	$(PY) $(ROOT)evaluate.py --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(EVAL_BENCHMARKS) \
-		--meta-model checkpoints/$(RUN) --executor-models $(EVAL_EXECUTORS) $(EVAL_FLAGS)
+		--meta-model checkpoints/$(RUN) $(if $(EVAL_META_BASE_URL),--meta-base-url $(EVAL_META_BASE_URL)) \
+		--executor-models $(EVAL_EXECUTORS) $(EVAL_FLAGS)
 
 reproduce: $(STAMP)
 	@echo "w4s-kit reproduce: SCALE=$(SCALE) RUN=$(RUN) DATA_DIR=$(DATA_DIR)"

@@ -249,6 +249,9 @@ def render_table(agg: list[dict], benchmarks: list[str], meta_model: str, args_s
     if EMBEDDED in executors or meta_model == EMBEDDED:
         lines += ["**embedded SmolLM2-135M: NOT paper-scale numbers.** The embedded model stands in for the "
                   "executor and/or the meta-agent so that the pipeline runs offline on a CPU.", ""]
+    if (Path(meta_model) / "NOT_TRAINED.txt").exists():
+        lines += [f"**The meta-agent {meta_model} is the untrained base model**: its trajectories held no working "
+                  f"candidate to learn from (train_rlao.py --allow-no-samples).", ""]
     lines += [f"Test accuracy (%) ± half-width of the bootstrap 95% CI, and (executor + meta-agent dollars per "
               f"run at list price, validation search included). {args_summary}", ""]
     cell = {(a["benchmark"], a["executor_model"], a["method"]): a for a in agg}

@@ -151,9 +151,11 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    failed_calls: int = 0
 
     def add(self, rec: CallRecord) -> None:
         self.calls += 1
+        self.failed_calls += rec.error is not None
         self.prompt_tokens += rec.prompt_tokens
         self.completion_tokens += rec.completion_tokens
         self.cost_usd += rec.cost_usd
@@ -377,9 +379,11 @@ class _LocalModel:
     several times faster than one request at a time (see bench/bench_executor.py).
     """
 
-    def __init__(self, path: Path, max_batch: int = 16):
+    def __init__(self, path: Path | str, max_batch: int = 16):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # a weight-loading bar per process would clutter the stage's own bars
         self.path = path
         self.max_batch = max_batch
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -400,7 +404,7 @@ class _LocalModel:
         self.context = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self._pending: list[_LocalRequest] = []
         self._cond = threading.Condition()
-        threading.Thread(target=self._worker, name=f"w4s-generate-{path.name}", daemon=True).start()
+        threading.Thread(target=self._worker, name=f"w4s-generate-{Path(path).name}", daemon=True).start()
 
     def generate(self, messages, temperature, top_p, n, max_tokens) -> list[_Sample]:
         req = _LocalRequest(messages, (float(temperature), float(top_p), int(max_tokens)), n)
@@ -479,9 +483,9 @@ _LOCAL_MODELS: dict[str, _LocalModel] = {}
 _LOCAL_LOCK = threading.Lock()
 
 
-def _local_model(path: Path) -> _LocalModel:
-    """The process-wide instance for this folder, loaded on first use."""
-    key = str(path.resolve())
+def _local_model(path: Path | str) -> _LocalModel:
+    """The process-wide instance for this folder (or Hub id), loaded on first use."""
+    key = str(path.resolve()) if isinstance(path, Path) else path
     with _LOCAL_LOCK:
         if key not in _LOCAL_MODELS:
             _LOCAL_MODELS[key] = _LocalModel(path)
@@ -491,9 +495,18 @@ def _local_model(path: Path) -> _LocalModel:
 # ----------------------------------------------------------------------------------------------------
 # The LLM: one model behind one backend, with cache and ledger
 
-def is_local_model(model: str) -> bool:
-    """True for EMBEDDED or a local Hugging Face folder; anything else names a model on an endpoint."""
-    return model == EMBEDDED or (Path(model).expanduser() / "config.json").is_file()
+def is_local_model(model: str, base_url: str | None = None) -> bool:
+    """True for EMBEDDED, a local Hugging Face folder, or a Hub id ("org/name") when no endpoint is set
+    (transformers then loads it in-process, downloading it once); anything else names a model on an
+    endpoint. With a base_url everything but EMBEDDED is served there (vLLM names a served folder by its
+    path); API model names never contain "/", so a Hub id without an endpoint loads in this process."""
+    if model == EMBEDDED:
+        return True
+    if base_url:  # `vllm serve checkpoints/run` serves a folder under its path as the model name
+        return False
+    if (Path(model).expanduser() / "config.json").is_file():
+        return True
+    return "/" in model and not os.environ.get("OPENAI_BASE_URL") and not Path(model).expanduser().exists()
 
 
 def resolve_model(model: str | None, base_url: str | None = None, api_key: str | None = None) -> str:
@@ -530,7 +543,7 @@ class LLM:
         self.model = model
         self.cache = cache
         self.ledger = ledger if ledger is not None else Ledger()
-        self.local = is_local_model(model)
+        self.local = is_local_model(model, base_url)
         self.max_tokens = max_tokens or (512 if self.local else 4096)
         self._sem = threading.BoundedSemaphore(max_concurrency)
         self._json_mode_ok = True  # set False once the endpoint rejects response_format
@@ -538,11 +551,13 @@ class LLM:
         self._flags_lock = threading.Lock()
         if self.local:
             self.backend = "local"
-            self._local_path = embedded_model_dir() if model == EMBEDDED else Path(model).expanduser().resolve()
+            folder = Path(model).expanduser()
+            self._local_path = embedded_model_dir() if model == EMBEDDED else folder.resolve() if folder.exists() else model
             self._local_batch_size = local_batch_size
             self._local = None  # loaded on the first call that misses the cache
             # A retrained checkpoint in the same folder must not hit the old model's cache entries.
-            self.endpoint = EMBEDDED_GGUF if model == EMBEDDED else _folder_fingerprint(self._local_path)
+            self.endpoint = (EMBEDDED_GGUF if model == EMBEDDED else _folder_fingerprint(self._local_path)
+                             if isinstance(self._local_path, Path) else model)  # a Hub id: its name
         else:
             import openai
             self.backend = "openai"
@@ -615,7 +630,7 @@ class LLM:
         base = {"backend": self.backend, "endpoint": self.endpoint, "model": self.model, "messages": messages,
                 "temperature": float(temperature), "top_p": float(top_p), "max_tokens": max_tokens,
                 "json_mode": bool(json_mode)}
-        if seed is not None:  # absent when unset, so keys made before seeds existed stay valid
+        if seed:  # seed 0 or None: the default sample stream, shared by every run that sets no other seed
             base["seed"] = int(seed)
         return [ResponseCache.make_key({**base, "i": i}) for i in range(first_index, first_index + n)]
 

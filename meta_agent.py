@@ -175,9 +175,10 @@ class WorkflowEnv:
         # A budget stop or a dead endpoint must abort the turn, not be recorded as a bad workflow.
         if self.agent.llm.ledger is not None:
             self.agent.llm.ledger.check_budget()
-        errors = [s.error or "" for s in run.samples]
-        if errors and all("LLMError" in e or "BudgetExceeded" in e for e in errors):
-            raise LLMError(f"every sample failed on an executor call; the first error: {errors[0][-500:]}")
+        calls = sum(s.calls for s in run.samples)
+        if calls and sum(s.failed_calls for s in run.samples) == calls:
+            first = next((s.error for s in run.samples if s.error), "")
+            raise LLMError(f"every executor call of this workflow run failed (endpoint down?); {first[-300:]}")
 
     def _self_check(self, code: str, agent: Agent) -> tuple[tuple[str, str] | None, sandbox.WorkflowRun | None]:
         """((reason, error text with traceback) or None when it works, the run) for one validation sample."""

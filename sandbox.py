@@ -99,6 +99,7 @@ class SampleResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    failed_calls: int = 0         # LLM calls that failed for good (endpoint down, retries exhausted)
     latency_s: float = 0.0
 
 
@@ -338,7 +339,8 @@ _RPC_METHODS = {"call_llm", "call_json_format_llm", "execute_code", "run_public_
 
 def _usage_of(agent: Any) -> dict:
     u = getattr(agent, "usage", None)
-    return {k: getattr(u, k, 0) or 0 for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd")}
+    return {k: getattr(u, k, 0) or 0 for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd",
+                                                "failed_calls")}
 
 
 def run_workflow(code: str, tasks: list[dict], agent: Any, *, sample_timeout_s: float = 300,
@@ -386,6 +388,7 @@ def run_workflow(code: str, tasks: list[dict], agent: Any, *, sample_timeout_s: 
                 u = _usage_of(forks[i])
                 res.calls, res.prompt_tokens = int(u["calls"]), int(u["prompt_tokens"])
                 res.completion_tokens, res.cost_usd = int(u["completion_tokens"]), float(u["cost_usd"])
+                res.failed_calls = int(u["failed_calls"])
                 samples[i] = res
 
     def serve(msg: dict) -> None:

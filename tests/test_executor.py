@@ -13,7 +13,7 @@ from typing import Literal
 import pytest
 
 import executor as ex
-from executor import LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache
+from executor import LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, is_local_model
 from tests.local_server import LocalServer, Reply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,3 +337,14 @@ def test_repeated_identical_calls_draw_new_samples_and_replay_the_same(tmp_path)
         again = Agent(llm)
         assert [again.call_llm(USER)[0] for _ in range(3)] == drawn and srv.count == 3
         assert Agent(llm, seed=1).call_llm(USER)[0] not in drawn and srv.count == 4
+
+
+def test_which_models_run_in_process(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    assert is_local_model("embedded") and is_local_model(str(tmp_path / "ckpt"))
+    assert is_local_model("Qwen/Qwen2.5-Coder-7B-Instruct")  # a Hub id with no endpoint: transformers
+    assert not is_local_model("Qwen/Qwen2.5-Coder-7B-Instruct", "http://localhost:8000/v1")  # served by vLLM
+    assert not is_local_model(str(tmp_path / "ckpt"), "http://localhost:8000/v1")  # `vllm serve <folder>`
+    assert not is_local_model("gpt-4o-mini")

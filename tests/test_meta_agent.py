@@ -161,3 +161,40 @@ def test_embedded_policy_produces_a_candidate(servers):
     _, cands, _ = run_turn(env, policy, turn=0, num_candidates=1)
     cand = cands[0]
     assert cand.action and (cand.status == "ok" or cand.reason in FAILURE_REASONS)
+
+
+def test_one_optimisation_by_hand_cli(data_dir, tmp_path):
+    """`python meta_agent.py ...` as a person runs it: the best workflow file, its accuracy and the cost."""
+    import subprocess
+    import sys
+    from benchmarks import load_benchmark
+    golds = {e["task"]: e["answer"] for e in load_benchmark("gsm8k", str(data_dir)).examples("valid")[:3]}
+
+    def executor(body):  # right only for the workflow that asks as an "oracle"
+        text = json.dumps(body["messages"])
+        task = next(t for t in golds if json.dumps(t)[1:-1] in text)
+        answer = golds[task] if "helpful oracle" in text else "-7"
+        return Reply([json.dumps({"reasoning": "r", "answer": answer, "code": "def solution():\n    return -7"})]
+                     * body.get("n", 1))
+
+    oracle = ("```python\ndef solver(agent, task):\n    r = agent.call_json_format_llm(messages=[{'role': 'user', "
+              "'content': task}], agent_role='oracle', return_dict_keys=['answer'])\n    return {'answer': r[0]['answer']}\n```")
+    with LocalServer(executor) as ex, LocalServer(lambda b: Reply([oracle] * b.get("n", 1))) as meta:
+        cmd = [sys.executable, str(meta_agent.__file__), "--benchmark", "gsm8k", "--data-dir", str(data_dir),
+               "--limit", "3", "--turns", "1", "--meta-model", "m", "--meta-base-url", meta.base_url,
+               "--executor-model", "gpt-4o-mini", "--executor-base-url", ex.base_url, "--out-dir", "opt"]
+        out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env={**__import__("os").environ, "OPENAI_API_KEY": "k"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid_acc 1.0000" in out.stdout and "executor $" in out.stdout
+    best = (tmp_path / "opt" / "best_workflow.py").read_text()
+    assert "valid_acc=1.0000" in best and "agent_role='oracle'" in best
+
+
+def test_dead_executor_aborts_instead_of_recording_bad_workflows():
+    with LocalServer(lambda body: Reply(status=500)) as dead:
+        agent = Agent(LLM("test-executor", dead.base_url, api_key="k", max_retries=0))
+        env = WorkflowEnv(description="Add.", kind="math", valid_examples=EXAMPLES, score=score, agent=agent,
+                          sample_timeout_s=5.0, progress=False)
+        with pytest.raises(meta_agent.LLMError, match="every executor call"):
+            env.reset()  # the seeds catch the error and fall back, but every call failed: abort

@@ -19,12 +19,14 @@ def test_make_reproduce_tiny_end_to_end(data_dir, tmp_path):
 
     records = [json.loads(line) for line in (tmp_path / "runs/tiny/trajectories.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["benchmark"] == "mmlu_pro" and len(records[0]["candidates"]) == 1
-    assert (tmp_path / "checkpoints/tiny/config.json").exists()  # a HF folder: trained, or the base model when
+    assert (tmp_path / "checkpoints/tiny/config.json").exists()  # a HF folder: trained, or the base model
     rows = [json.loads(line) for line in (tmp_path / "results/tiny/results.jsonl").read_text().splitlines()]
     assert {r["method"] for r in rows} == {"vanilla", "cot", "cot_sc", "self_refine", "llm_debate", "best_seed", "w4s"}
     assert all(r["n"] == 2 and 0 <= r["accuracy"] <= 1 for r in rows)
     table = (tmp_path / "results/tiny/table.md").read_text()
     assert "NOT paper-scale" in table and "W4S" in table
+    if (tmp_path / "checkpoints/tiny/NOT_TRAINED.txt").exists():  # no working candidate: said in the table
+        assert "untrained base model" in table
 
     second = make_reproduce(tmp_path, data_dir)  # every stage is done: nothing is recomputed
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]

@@ -153,6 +153,17 @@ def test_dry_run_prints_statistics_and_plan(traj, tiny_dir, tmp_path, capsys):
     assert not (tmp_path / "dry").exists()
 
 
+def test_no_samples_fails_unless_allowed_then_exports_the_base_model(tmp_path, tiny_dir):
+    empty = tmp_path / "failed.jsonl"
+    empty.write_text(json.dumps(turn("gsm8k", 0, 0, "Task.", ["broken"], [None])) + "\n")
+    with pytest.raises(SystemExit, match="no training step"):
+        train_rlao.main(common(empty, tiny_dir, tmp_path, "none"))
+    out = train_rlao.main(common(empty, tiny_dir, tmp_path, "base", "--allow-no-samples"))
+    assert (out / "NOT_TRAINED.txt").exists()
+    assert torch.equal(load_file(out / "model.safetensors")["model.embed_tokens.weight"],
+                       load_file(tiny_dir / "model.safetensors")["model.embed_tokens.weight"])
+
+
 def run_cli(args):
     # one thread each: two runs share 2 cores, and oversubscribed OpenMP threads crawl
     return subprocess.Popen([sys.executable, "-u", str(ROOT / "train_rlao.py"), *args], cwd=ROOT, text=True,
