@@ -31,7 +31,8 @@ Deliberate simplifications and limits:
 2. Jobs run one after another; the samples of one workflow run concurrently (--max-concurrency).
 3. --seeds vary everything sampled: the meta-agent's actions, the feedback's failure cases and the
    executor's samples (the seed is part of every executor call's cache key), so the CI over seeds covers
-   run-to-run variation of baselines and W4S alike.
+   run-to-run variation of baselines and W4S alike. Seed 0 is the default stream, shared with
+   collect.py and every run that sets no seed, so what was computed there is served from the cache.
 
 Resume: rerun the same command. Finished lines are skipped, a W4S episode continues from its trajectory
 file, and the response cache replays every call already made. Ctrl-C or --budget-usd stops cleanly and the
