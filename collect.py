@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from benchmarks import load_benchmark
 from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, parse_args
-from meta_agent import Policy, WorkflowEnv, read_jsonl, run_episode
+from meta_agent import Policy, WorkflowEnv, check_run_config, read_jsonl, run_episode
 
 
 @dataclass
@@ -74,18 +74,6 @@ class Args:
 # Flags that may change between a run and its resume: they do not change what is computed.
 RESUMABLE_CHANGES = {"budget_usd", "max_concurrency", "max_parallel_candidates", "progress", "num_episodes",
                      "num_turns"}
-
-
-def check_config(path: Path, config: dict) -> None:
-    """Write config.json, or refuse to resume a run whose recorded config differs in what it computes."""
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in config.items() if k not in RESUMABLE_CHANGES and old.get(k) != v}
-        if diff:
-            lines = "\n".join(f"  --{k.replace('_', '-')}: recorded {a!r}, now {b!r}" for k, (a, b) in diff.items())
-            sys.exit(f"error: {path.parent} was collected with a different config; refusing to resume.\n{lines}\n"
-                     f"Use the recorded values, or a new --run name.")
-    path.write_text(json.dumps(config, indent=2))
 
 
 def save_workflows(out: Path, record: dict) -> None:
@@ -136,7 +124,7 @@ def main() -> None:
     # --- setup: run dir, config, seed -------------------------------------------------------------
     out = Path("runs") / args.run
     (out / "workflows").mkdir(parents=True, exist_ok=True)
-    check_config(out / "config.json", asdict(args))
+    check_run_config(out / "config.json", asdict(args), RESUMABLE_CHANGES)
     random.seed(args.seed)
     np.random.seed(args.seed)
     traj_path = out / "trajectories.jsonl"

@@ -66,7 +66,7 @@ import sandbox
 from benchmarks import BENCHMARKS, load_benchmark
 from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, cost_usd as list_price,
                       is_local_model, parse_args)
-from meta_agent import Policy, WorkflowEnv, read_jsonl, run_episode, solver_inputs
+from meta_agent import Policy, WorkflowEnv, check_run_config, read_jsonl, run_episode, solver_inputs
 
 BASELINES = ("vanilla", "cot", "cot_sc", "self_refine", "llm_debate")
 METHODS = BASELINES + ("best_seed", "w4s")
@@ -133,18 +133,6 @@ def check_args(args: Args) -> None:
         sys.exit(f"error: unknown method(s) {unknown} in --methods; choose from {list(METHODS)}")
     if args.iterations < 0 or args.num_candidates < 1 or not args.seeds or not args.executor_models:
         sys.exit("error: --iterations >= 0, --num-candidates >= 1, and at least one --seeds and --executor-models")
-
-
-def check_config(path: Path, config: dict) -> None:
-    """Write config.json, or refuse to resume a run whose recorded config differs in what it computes."""
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in config.items() if k not in RESUMABLE_CHANGES and old.get(k) != v}
-        if diff:
-            lines = "\n".join(f"  --{k.replace('_', '-')}: recorded {a!r}, now {b!r}" for k, (a, b) in diff.items())
-            sys.exit(f"error: {path.parent} was evaluated with a different config; refusing to resume.\n{lines}\n"
-                     f"Use the recorded values, or a new --run name.")
-    path.write_text(json.dumps(config, indent=2))
 
 
 def slug(text: str) -> str:
@@ -380,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out_dir) if args.out_dir else Path("results") / args.run
     for sub in ("workflows", "scores", "trajectories"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    check_config(out / "config.json", {k: v for k, v in asdict(args).items() if k not in SINGLE_MODE})
+    check_run_config(out / "config.json", {k: v for k, v in asdict(args).items() if k not in SINGLE_MODE},
+                     RESUMABLE_CHANGES)
     random.seed(args.seeds[0])
     np.random.seed(args.seeds[0])
     done = {(r["benchmark"], r["executor_model"], r["method"], r["seed"]) for r in read_jsonl(out / "results.jsonl")}

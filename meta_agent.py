@@ -323,6 +323,19 @@ def turn_record(*, run: str, benchmark: str, episode: int, turn: int, seed: int,
             "candidates": [asdict(c) for c in candidates], "best": best}
 
 
+def check_run_config(path: Path, config: dict, may_change: set[str]) -> None:
+    """Write a run's config.json, or refuse to resume a run whose recorded config differs in a flag that
+    changes what is computed (flags in `may_change`, such as budget or concurrency, may differ)."""
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = {k: (old.get(k), v) for k, v in config.items() if k not in may_change and old.get(k) != v}
+        if diff:
+            lines = "\n".join(f"  --{k.replace('_', '-')}: recorded {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            sys.exit(f"error: {path.parent} was made with a different config; refusing to resume.\n{lines}\n"
+                     f"Use the recorded values, or a new --run name.")
+    path.write_text(json.dumps(config, indent=2))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Complete lines of an append-only jsonl log; a torn last line (killed mid-write) is cut off the file,
     so the resumed run appends after the last complete record."""

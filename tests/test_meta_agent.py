@@ -198,3 +198,12 @@ def test_dead_executor_aborts_instead_of_recording_bad_workflows():
                           sample_timeout_s=5.0, progress=False)
         with pytest.raises(meta_agent.LLMError, match="every executor call"):
             env.reset()  # the seeds catch the error and fall back, but every call failed: abort
+
+
+def test_run_config_resumes_or_refuses(tmp_path):
+    path = tmp_path / "config.json"
+    meta_agent.check_run_config(path, {"seed": 0, "budget_usd": 1.0}, {"budget_usd"})
+    meta_agent.check_run_config(path, {"seed": 0, "budget_usd": 5.0}, {"budget_usd"})  # may change
+    with pytest.raises(SystemExit, match="refusing to resume(.|\n)*--seed: recorded 0, now 1"):
+        meta_agent.check_run_config(path, {"seed": 1, "budget_usd": 5.0}, {"budget_usd"})
+    assert json.loads(path.read_text()) == {"seed": 0, "budget_usd": 5.0}
