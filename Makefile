@@ -33,31 +33,29 @@ EVAL_BENCHMARKS  ?= drop mgsm mmlu_pro gpqa math gsm8k gsm_hard gsm_plus svamp h
 COLLECT_FLAGS    ?= --num-episodes 4 --num-turns 10 --num-candidates 5 --budget-usd 100
 TRAIN_FLAGS      ?= --num-epochs 3 --max-len 8192
 EVAL_FLAGS       ?= --iterations 30 --seeds 0 1 2 --budget-usd 300
-else ifeq ($(SCALE),cpu)
-# CPU: everything on the embedded model. MMLU-Pro, because a 135M executor scores above zero only where
-# guessing does (multiple choice); 4 validation / 8 test examples; short generations; one repair.
+else ifneq ($(filter $(SCALE),cpu tiny),)
+# cpu and tiny: everything on the embedded model, on MMLU-Pro (a 135M executor gets math wrong; a lucky
+# letter can still score), short generations, and the base model exported if no candidate ever worked.
 META_MODEL       ?= embedded
 TRAIN_EXECUTOR   ?= embedded
 EVAL_EXECUTORS   ?= embedded
 TRAIN_BENCHMARKS ?= mmlu_pro
 EVAL_BENCHMARKS  ?= mmlu_pro
+TRAIN_FLAGS      ?= --num-epochs 1 --max-steps $(if $(filter tiny,$(SCALE)),1,2) --max-len 4096 --dtype float32 \
+                    --allow-no-samples
+ifeq ($(SCALE),cpu)
+# 4 validation / 8 test examples, 2 turns x 2 candidates, one repair
 COLLECT_FLAGS    ?= --num-episodes 1 --num-turns 2 --num-candidates 2 --limit-valid 4 --max-repairs 1 \
                     --max-new-tokens 320 --executor-max-tokens 64
-TRAIN_FLAGS      ?= --num-epochs 1 --max-steps 2 --max-len 4096 --dtype float32 --allow-no-samples
 EVAL_FLAGS       ?= --iterations 1 --limit-valid 4 --limit-test 8 --max-repairs 1 --max-new-tokens 320 \
                     --executor-max-tokens 64
-else ifeq ($(SCALE),tiny)
-# The smallest end-to-end run, for CI: 2 examples, 1 turn, 1 candidate, a few dozen tokens per call.
-META_MODEL       ?= embedded
-TRAIN_EXECUTOR   ?= embedded
-EVAL_EXECUTORS   ?= embedded
-TRAIN_BENCHMARKS ?= mmlu_pro
-EVAL_BENCHMARKS  ?= mmlu_pro
+else
+# tiny, the smallest end-to-end run (CI): 2 examples, 1 turn, 1 candidate, a few dozen tokens per call
 COLLECT_FLAGS    ?= --num-episodes 1 --num-turns 1 --num-candidates 1 --limit-valid 2 --max-repairs 0 \
                     --max-new-tokens 96 --executor-max-tokens 24
-TRAIN_FLAGS      ?= --num-epochs 1 --max-steps 1 --max-len 4096 --dtype float32 --allow-no-samples
 EVAL_FLAGS       ?= --iterations 1 --limit-valid 2 --limit-test 2 --max-repairs 0 --max-new-tokens 96 \
                     --executor-max-tokens 24
+endif
 else
 $(error SCALE must be paper, cpu or tiny, not '$(SCALE)')
 endif
