@@ -96,7 +96,7 @@ train: $(STAMP)
 evaluate: $(STAMP)
 	$(PY) $(ROOT)evaluate.py --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(EVAL_BENCHMARKS) \
 		--meta-model checkpoints/$(RUN) $(if $(EVAL_META_BASE_URL),--meta-base-url $(EVAL_META_BASE_URL)) \
-		--executor-models $(EVAL_EXECUTORS) $(EVAL_FLAGS)
+		--executor-models $(EVAL_EXECUTORS) --train-benchmarks $(TRAIN_BENCHMARKS) $(EVAL_FLAGS)
 
 reproduce: $(STAMP)
 	@echo "w4s-kit reproduce: SCALE=$(SCALE) RUN=$(RUN) DATA_DIR=$(DATA_DIR)"
