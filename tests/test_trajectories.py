@@ -205,3 +205,28 @@ def test_collect_validates_before_writing_and_missing_data_is_one_line(tmp_path,
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "make data" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "r" / "config.json").exists()
+
+
+def bad_request_executor(body):
+    if body.get("max_tokens", 0) > 1000:  # as an endpoint does for max_tokens over the model's limit
+        return Reply(raw_body=json.dumps({"error": {"message": "max_tokens is too large: 5000000",
+                                                    "type": "invalid_request_error"}}), status=400)
+    return Reply([json.dumps({"answer": "3"})] * body.get("n", 1))
+
+
+def two_candidates(body):
+    call = "agent.call_json_format_llm(messages=[{'role': 'user', 'content': task}], return_dict_keys=['answer']"
+    greedy = f"Greedy.\n```python\ndef solver(agent, task):\n    r = {call}, max_tokens=5000000)\n    return {{'answer': r[0]['answer']}}\n```\n"
+    modest = f"Modest.\n```python\ndef solver(agent, task):\n    r = {call})\n    return {{'answer': r[0]['answer']}}\n```\n"
+    return Reply([greedy, modest][: body.get("n", 1)])
+
+
+def test_a_workflows_bad_request_is_its_own_failure_not_a_dead_endpoint():
+    with LocalServer(bad_request_executor) as ex, LocalServer(two_candidates) as meta:
+        env = make_env(ex.base_url, max_repairs=0)
+        env.reset()
+        _, cands, best, _ = run_turn(env, Policy(LLM("test-meta", meta.base_url, api_key="k")), turn=0,
+                                     num_candidates=2)
+    greedy, modest = cands
+    assert (greedy.status, greedy.reason) == ("failed", "bad_request") and "max_tokens is too large" in greedy.error
+    assert modest.status == "ok" and modest.valid_acc == 0.5 and best == 1
