@@ -63,19 +63,58 @@ def test_json_mode_is_sent_and_missing_keys_are_filled():
                                        "Reply in JSON format, ONLY using the keys ['reasoning', 'answer'].\nBe brief."}
 
 
-def test_json_mode_rejected_falls_back_to_text_extraction():
+def test_json_mode_rejected_falls_back_to_text_extraction(tmp_path):
+    """Only a 400 about response_format turns JSON mode off, for that endpoint and model only (every LLM
+    on them), and the cache keys say what was sent."""
     def responder(body):
-        if "response_format" in body:
-            return Reply(status=400)
+        if "response_format" in body and body["model"] == "gpt-4o-mini":
+            return Reply(status=400, error="response_format is not supported by this model", param="response_format")
         return Reply(['Sure! Here it is: {"reasoning": "2+3", "answer": 5} Hope this helps.'])
 
     with LocalServer(responder) as srv:
-        agent = Agent(make_llm(srv))
+        llm = make_llm(srv, tmp_path)
+        agent = Agent(llm)
         assert agent.call_json_format_llm(USER, return_dict_keys=["reasoning", "answer"]) == [
             {"reasoning": "2+3", "answer": 5}]
         assert srv.count == 2  # rejected once, then retried without response_format
-        agent.call_json_format_llm([{"role": "user", "content": "again"}], return_dict_keys=["answer"])
-        assert srv.count == 3 and "response_format" not in srv.requests[-1]  # it remembered
+        messages = srv.requests[-1]["messages"]
+        assert llm._keys(messages, 0.5, 1.0, llm.max_tokens, False, 1) == list(llm.cache.get_many(
+            llm._keys(messages, 0.5, 1.0, llm.max_tokens, False, 1)))  # keyed as sent: without JSON mode
+        assert not llm.cache.get_many(llm._keys(messages, 0.5, 1.0, llm.max_tokens, True, 1))
+        Agent(make_llm(srv)).call_json_format_llm([{"role": "user", "content": "again"}], return_dict_keys=["answer"])
+        assert srv.count == 3 and "response_format" not in srv.requests[-1]  # remembered, by another LLM too
+        Agent(make_llm(srv, model="gpt-4o")).call_json_format_llm(USER, return_dict_keys=["answer"])
+        assert srv.requests[-1]["response_format"] == {"type": "json_object"}  # another model keeps it
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_bad_request_is_the_callers_fault_and_keeps_json_mode(tmp_path, status):
+    """max_tokens over the limit (or a prompt over the context) is a BadRequestError with the server's
+    message, counted as a bad request and not as a failed call; JSON mode stays on for the next call."""
+    def responder(body):
+        if body["max_tokens"] > 100:
+            return Reply(status=status, error="max_tokens is too large: 5000. This model's maximum context "
+                                              "length is 4096 tokens.", param="max_tokens")
+        return Reply(['{"answer": "5"}'])
+
+    with LocalServer(responder) as srv:
+        agent = Agent(make_llm(srv, ledger=Ledger(tmp_path / "calls.jsonl"), max_retries=2))
+        with pytest.raises(ex.BadRequestError, match="max_tokens is too large"):
+            agent.call_json_format_llm(USER, return_dict_keys=["answer"], max_tokens=5000)
+        assert srv.count == 1  # not retried
+        assert (agent.usage.bad_requests, agent.usage.failed_calls, agent.usage.calls) == (1, 0, 1)
+        assert agent.llm.ledger.summary()["bad_requests"] == 1
+        assert json.loads((tmp_path / "calls.jsonl").read_text())["bad_request"] is True
+        assert agent.call_json_format_llm(USER, return_dict_keys=["answer"], max_tokens=50) == [{"answer": "5"}]
+        assert srv.requests[-1]["response_format"] == {"type": "json_object"}
+
+
+def test_prompt_over_the_size_limit_is_refused_unsent():
+    with LocalServer() as srv:
+        agent = Agent(make_llm(srv, max_prompt_chars=1000))
+        with pytest.raises(ex.BadRequestError, match="1000"):
+            agent.call_llm([{"role": "user", "content": "x" * 2000}])
+        assert srv.count == 0 and agent.usage.bad_requests == 1 and agent.usage.failed_calls == 0
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -184,13 +223,14 @@ def test_cache_is_shared_across_processes(tmp_path):
 # -- budget ----------------------------------------------------------------------------------------
 
 def test_budget_stops_cleanly_and_loses_nothing(tmp_path):
-    reply = lambda b: Reply(["5"], prompt_tokens=1000, completion_tokens=1000)  # noqa: E731  $0.0125 on gpt-4o
+    # $0.010025 a call on gpt-4o; each reserves ~$0.0101 (its prompt's bytes and 1000 completion tokens)
+    reply = lambda b: Reply(["5"], prompt_tokens=10, completion_tokens=1000)  # noqa: E731
     with LocalServer(reply) as srv:
-        ledger = Ledger(tmp_path / "calls.jsonl", budget_usd=0.02)
-        agent = Agent(make_llm(srv, tmp_path, model="gpt-4o", ledger=ledger))
+        ledger = Ledger(tmp_path / "calls.jsonl", budget_usd=0.025)
+        agent = Agent(make_llm(srv, tmp_path, model="gpt-4o", ledger=ledger, max_tokens=1000))
         agent.call_llm([{"role": "user", "content": "1"}])
-        agent.call_llm([{"role": "user", "content": "2"}])  # starts under budget, ends over it
-        with pytest.raises(BudgetExceeded, match="budget"):
+        agent.call_llm([{"role": "user", "content": "2"}])
+        with pytest.raises(BudgetExceeded, match="budget"):  # its worst case would pass the budget: not sent
             agent.call_llm([{"role": "user", "content": "3"}])
         with pytest.raises(BudgetExceeded):
             agent.call_llm([{"role": "user", "content": "4"}])
@@ -199,7 +239,35 @@ def test_budget_stops_cleanly_and_loses_nothing(tmp_path):
         assert replay.call_llm([{"role": "user", "content": "1"}]) == ["5"]
         lines = (tmp_path / "calls.jsonl").read_text().splitlines()
         assert [json.loads(x)["cached"] for x in lines] == [False, False, True]
-        assert ledger.summary()["cost_usd"] == pytest.approx(0.025)
+        assert ledger.summary()["cost_usd"] == pytest.approx(2 * 0.010025)
+
+
+def test_budget_is_hard_under_a_concurrent_flood(tmp_path):
+    """64 threads at once (n up to 5) never spend past the budget: each call reserves its worst case first."""
+    def honest(body):  # usage as a real server reports it: at most the prompt's bytes, max_tokens x n
+        n = body.get("n", 1)
+        return Reply(["5"] * n, prompt_tokens=sum(len(m["content"]) for m in body["messages"]),
+                     completion_tokens=body["max_tokens"] * n)
+
+    with LocalServer(honest, latency_s=0.05) as srv:
+        ledger = Ledger(tmp_path / "calls.jsonl", budget_usd=0.01)
+        llm = make_llm(srv, model="gpt-4o", ledger=ledger, max_tokens=100)  # ~$0.0012 per sample
+        refused = []
+
+        def call(i):
+            try:
+                Agent(llm).call_llm([{"role": "user", "content": f"question {i}"}], num_of_response=1 + i % 5)
+            except BudgetExceeded:
+                refused.append(i)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        costs = [json.loads(x)["cost_usd"] for x in (tmp_path / "calls.jsonl").read_text().splitlines()]
+        assert 0 < sum(costs) <= 0.01 and ledger.summary()["cost_usd"] <= 0.01
+        assert refused and len(costs) == srv.count == 64 - len(refused)
 
 
 # -- faults ----------------------------------------------------------------------------------------
