@@ -1148,11 +1148,12 @@ def main(argv=None) -> None:
     args = parse_args(Args, argv)
     records: list[CallRecord] = []
     try:
+        cache = ResponseCache(args.cache_path) if args.cache else None
         model = resolve_model(args.model, args.base_url, args.api_key)
-        llm = LLM(model, args.base_url, args.api_key, cache=ResponseCache(args.cache_path) if args.cache else None)
+        llm = LLM(model, args.base_url, args.api_key, cache=cache)
         answer = llm._chat([{"role": "user", "content": args.prompt}], temperature=args.temperature,
                            max_tokens=args.max_tokens, tag="cli", on_record=records.append)[0]
-    except (LLMError, BudgetExceeded, ValueError) as e:
+    except (LLMError, BudgetExceeded, CacheError, ValueError) as e:
         sys.exit(f"executor: {e}")
     rec = records[-1]
     if args.json:

@@ -14,7 +14,7 @@ import pytest
 
 import executor as ex
 from executor import LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, is_local_model
-from tests.local_server import LocalServer, Reply
+from tests.local_server import LocalServer, Reply, seeded
 
 ROOT = Path(__file__).resolve().parents[1]
 USER = [{"role": "user", "content": "What is 2+3?"}]
@@ -416,3 +416,146 @@ def test_which_models_run_in_process(tmp_path, monkeypatch):
     assert not is_local_model("Qwen/Qwen2.5-Coder-7B-Instruct", "http://localhost:8000/v1")  # served by vLLM
     assert not is_local_model(str(tmp_path / "ckpt"), "http://localhost:8000/v1")  # `vllm serve <folder>`
     assert not is_local_model("gpt-4o-mini")
+
+
+# -- seeds -----------------------------------------------------------------------------------------
+
+def test_cot_sc_loop_gets_distinct_samples_on_a_seeded_server():
+    """On a server that honours seeds, 5 identical calls get 5 samples: each is sent its own seed."""
+    with LocalServer(seeded) as srv:
+        for run_seed in (7, None):
+            agent = Agent(make_llm(srv), seed=run_seed)
+            answers = [agent.call_json_format_llm(USER, return_dict_keys=["answer"])[0]["answer"] for _ in range(5)]
+            assert len(set(answers)) == 5
+            assert [r["seed"] for r in srv.requests[-5:]] == [ex.sample_seed(run_seed, i) for i in range(5)]
+        assert ex.sample_seed(None, 3) == ex.sample_seed(0, 3) != ex.sample_seed(7, 3)  # None is seed 0
+
+
+@pytest.mark.parametrize("supports_n", [True, False])
+def test_partial_cache_hit_asks_only_the_missing_samples_with_their_own_seeds(tmp_path, supports_n):
+    with LocalServer(seeded, supports_n=supports_n) as srv:
+        llm = make_llm(srv, tmp_path)
+        first = llm.chat(USER, n=3, seed=7)
+        before = srv.count
+        five = llm.chat(USER, n=5, seed=7)
+        assert five[:3] == first and len(set(five)) == 5
+        new = srv.requests[before:]
+        if supports_n:  # one request for both, sent the first missing sample's seed
+            assert [(r.get("n"), r["seed"]) for r in new] == [(2, ex.sample_seed(7, 3))]
+        else:
+            assert sorted(r["seed"] for r in new) == sorted([ex.sample_seed(7, 3), ex.sample_seed(7, 4)])
+
+
+def test_seed_zero_keeps_the_old_cache_keys():
+    with LocalServer() as srv:
+        llm = make_llm(srv)
+        base = {"backend": "openai", "endpoint": llm.endpoint, "model": "gpt-4o-mini", "messages": USER,
+                "temperature": 0.5, "top_p": 1.0, "max_tokens": 4096, "json_mode": False, "i": 0}
+        assert llm._keys(USER, 0.5, 1.0, 4096, False, 1, 0) == llm._keys(USER, 0.5, 1.0, 4096, False, 1, None) == [
+            ResponseCache.make_key(base)]
+
+
+# -- limits: clamps, concurrency -------------------------------------------------------------------
+
+def test_requests_are_clamped_to_the_runs_limits(tmp_path, capsys):
+    with LocalServer(numbered) as srv:
+        agent = Agent(make_llm(srv, ledger=Ledger(tmp_path / "calls.jsonl"), max_tokens=64))
+        out = agent.call_llm(USER, max_tokens=1_000_000_000, num_of_response=1000)
+        agent.call_llm(USER, max_tokens=10 ** 6)
+        assert len(out) == ex.MAX_N and srv.requests[0]["n"] == ex.MAX_N
+        assert all(r["max_tokens"] == 64 for r in srv.requests)
+        assert agent.llm.ledger.summary()["clamped_calls"] == 2
+        first = json.loads((tmp_path / "calls.jsonl").read_text().splitlines()[0])
+        assert first["clamped"] == "n 1000->32, max_tokens 1000000000->64"
+        assert capsys.readouterr().err.count("executor: clamped") == 1  # said once
+
+
+def test_concurrency_cap_holds_for_every_llm_on_one_endpoint():
+    """Two LLMs on one server (the policy and the executor), n fallbacks and 429 retries together never
+    have more than the cap in flight there."""
+    seen = iter(range(10 ** 6))
+
+    def responder(body):
+        return Reply(status=429) if next(seen) % 6 == 5 else Reply(["x"], delay_s=0.02)
+
+    with LocalServer(responder, supports_n=False) as srv:
+        llms = [make_llm(srv, model=m, max_concurrency=3, max_retries=3) for m in ("gpt-4o-mini", "gpt-4o")]
+        threads = [threading.Thread(target=llms[i % 2].chat, args=([{"role": "user", "content": str(i)}],),
+                                    kwargs={"n": 3}) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert srv.count >= 72 and srv.max_in_flight <= 3
+
+
+def test_brokered_workflow_flood_obeys_the_cap():
+    import sandbox
+    flood = ("import threading\n"
+             "def solver(agent, task):\n"
+             "    out = []\n"
+             "    ts = [threading.Thread(target=lambda k=k: out.append(agent.call_llm(\n"
+             "          [{'role': 'user', 'content': task + str(k)}], num_of_response=2))) for k in range(8)]\n"
+             "    [t.start() for t in ts]\n"
+             "    [t.join() for t in ts]\n"
+             "    return {'answer': len(out)}\n")
+    with LocalServer(latency_s=0.02, supports_n=False) as srv:
+        agent = Agent(make_llm(srv, max_concurrency=4))
+        run = sandbox.run_workflow(flood, [{"task": f"t{i}"} for i in range(6)], agent, max_concurrency=6)
+        assert [s.answer for s in run.samples] == [8] * 6
+        assert srv.count == 6 * 8 * 2 and srv.max_in_flight <= 4
+
+
+# -- credentials never leak ------------------------------------------------------------------------
+
+def test_credentials_in_the_base_url_are_redacted(tmp_path):
+    secret, key = "s3cr3t-pass", "sk-private-key-123"
+
+    def responder(body):  # a server that echoes the key it was sent, as some 401 messages do
+        return Reply(status=401, error=f"Incorrect API key provided: {key}")
+
+    with LocalServer(responder) as srv:
+        url = srv.base_url.replace("http://", f"http://user:{secret}@") + f"?api-key={secret}"
+        llm = LLM("gpt-4o-mini", url, key, max_retries=0, ledger=Ledger(tmp_path / "calls.jsonl"))
+        errors = []
+        with pytest.raises(LLMError) as e:
+            llm.chat(USER)
+        errors.append(str(e.value))
+        dead = LLM("gpt-4o-mini", f"http://user:{secret}@127.0.0.1:9/v1", key, max_retries=0,
+                   ledger=Ledger(tmp_path / "calls.jsonl"))
+        with pytest.raises(LLMError) as e:
+            dead.chat(USER)
+        errors.append(str(e.value))
+        import sandbox
+        run = sandbox.run_workflow("def solver(agent, task):\n    try:\n        agent.call_llm([{'role': 'user', 'content': task}])\n"
+                                   "    except Exception as e:\n        return {'answer': str(e)}\n",
+                                   [{"task": "hi"}], Agent(llm))
+        errors.append(run.samples[0].answer)
+        cli = subprocess.run([sys.executable, str(ROOT / "executor.py"), "hi", "--model", "gpt-4o-mini", "--base-url",
+                              url, "--api-key", key, "--no-cache"], capture_output=True, text=True, timeout=60)
+        errors.append(cli.stdout + cli.stderr)
+    logged = (tmp_path / "calls.jsonl").read_text()
+    assert "HTTP 401" in errors[0] and "://***@127.0.0.1" in llm.endpoint and "api-key=***" in llm.endpoint
+    assert "127.0.0.1:9" in errors[1] and "HTTP 401" in errors[2] and "HTTP 401" in errors[3]
+    for text in [*errors, logged, llm.endpoint, dead.endpoint]:
+        assert secret not in text and key not in text, text
+
+
+def test_redact_url_leaves_plain_urls_byte_for_byte():
+    assert ex.redact_url("http://localhost:8000/v1") == "http://localhost:8000/v1"
+    assert ex.redact_url("https://u:p@h.example/v1?a=1&token=t") == "https://***@h.example/v1?a=1&token=***"
+
+
+# -- a corrupt cache -------------------------------------------------------------------------------
+
+def test_corrupt_cache_file_is_named_and_kept(tmp_path):
+    bad = tmp_path / "llm.sqlite"
+    garbage = b"this is not a sqlite database\n" * 200
+    bad.write_bytes(garbage)
+    with pytest.raises(ex.CacheError) as e:
+        ResponseCache(bad)
+    assert str(bad) in str(e.value) and f"mv {bad} {bad}.bad" in str(e.value)
+    assert bad.read_bytes() == garbage  # never deleted or rewritten
+    cli = subprocess.run([sys.executable, str(ROOT / "executor.py"), "hi", "--model", "embedded",
+                          "--cache-path", str(bad)], capture_output=True, text=True, timeout=60)
+    assert cli.returncode != 0 and f"mv {bad}" in cli.stderr and "Traceback" not in cli.stderr
