@@ -30,6 +30,8 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import logging
+import math
 import os
 import random
 import re
@@ -349,7 +351,10 @@ class ResponseCache:
         marks = ",".join("?" * len(keys))
         with self._lock, self._errors():
             rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", keys).fetchall()
-        return {k: json.loads(v) for k, v in rows}
+            try:
+                return {k: json.loads(v) for k, v in rows}
+            except ValueError as e:  # a row sqlite could read but we did not write
+                raise sqlite3.DatabaseError(f"a response row does not parse: {e}") from e
 
     def put_many(self, items: dict[str, dict]) -> None:
         now = time.time()
@@ -419,6 +424,10 @@ def validate_messages(messages: Any) -> list[dict]:
                 raise ValueError(f"message at index {i} has no {k!r} key (keys: {sorted(m)})")
             if not isinstance(m[k], str):
                 raise ValueError(f"{k!r} of message at index {i} must be a string, got {type(m[k]).__name__}")
+            try:
+                m[k].encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate: no server (and no cache key) takes it
+                raise ValueError(f"{k!r} of message at index {i} is not valid text: {e.reason} at {e.start}") from None
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -670,6 +679,7 @@ class _EndpointSlots:
 
 _SLOTS: dict[str, _EndpointSlots] = {}
 _NO_JSON_MODE: set[tuple[str, str]] = set()  # (endpoint, model) pairs whose server rejected response_format
+_NO_SEED: set[tuple[str, str]] = set()  # ... and those that rejected `seed`
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -692,17 +702,53 @@ def _server_message(e) -> str:
     return str(getattr(e, "message", e))
 
 
-def _rejects_json_mode(e) -> _JSONModeRejected | None:
-    """Whether a 400/422 is about response_format: the error's `param`, else its message says so."""
+# How a server says it does not take one of the optional parameters we add (OpenAI names it in `param`).
+_OPTIONAL_PARAMS = {"response_format": r"response_format|json_object|json[ _]mode|json_schema|guided",
+                    "seed": r"\bseed\b",
+                    "n": r"['\"`]n['\"`]|\bn (?:must|should) be\b|\bn\s*>\s*1\b|\bonly n\s*=\s*1\b"}
+
+
+def _rejected_param(e, sent: dict) -> str | None:
+    """Which optional parameter of `sent` a 400/422 rejects: the error's `param`, else its message; None
+    when it rejects something else (max_tokens, the prompt): then it is the request's own fault."""
     body = getattr(e, "body", None)
-    param = (body.get("param") if isinstance(body, dict) else None) or getattr(e, "param", None)
+    param = getattr(e, "param", None) or (body.get("param") if isinstance(body, dict) else None)
+    if param is not None:
+        return param if param in _OPTIONAL_PARAMS and param in sent else None
     message = _server_message(e)
-    if param not in (None, "response_format") or not (
-            param == "response_format" or re.search(r"response_format|json_object|json[ _]mode|json_schema|"
-                                                    r"guided", message, re.IGNORECASE)):
-        return None
-    # OpenAI's "'messages' must contain the word 'json'" is about this prompt, not about the server
-    return _JSONModeRejected(lasting=not re.search(r"contain the word", message, re.IGNORECASE))
+    return next((p for p, words in _OPTIONAL_PARAMS.items() if p in sent and re.search(words, message, re.I)), None)
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks credentials in the records of the HTTP client's loggers (httpx logs every URL at INFO)."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(s in message for s in self.secrets):
+            for s in sorted(self.secrets, key=len, reverse=True):
+                message = message.replace(s, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+for _name in ("httpx", "httpx2", "httpcore", "openai", "openai._base_client"):
+    logging.getLogger(_name).addFilter(_LOG_FILTER)
+
+
+def _finite(name: str, value: Any, kind: type) -> Any:
+    """`value` as a finite int or float; ValueError (the caller's mistake, not a failed call) otherwise."""
+    try:
+        number = kind(value)
+        if math.isfinite(number):
+            return number
+    except (TypeError, ValueError, OverflowError):
+        pass
+    raise ValueError(f"{name} must be a finite number, got {str(value)[:50]!r}")
 
 
 class LLM:
@@ -761,6 +807,7 @@ class LLM:
             raw = str(self._clients[0].base_url).rstrip("/")
             self._secrets = _url_secrets(raw) + ([api_key] if api_key != "EMPTY" and len(api_key) >= 3 else [])
             self.endpoint = redact_url(raw)  # never the credentials: it goes into error texts and logs
+            _LOG_FILTER.secrets.update(self._secrets)
             with _REGISTRY_LOCK:
                 self._slots = _SLOTS.setdefault(self.endpoint, _EndpointSlots())
         self.max_retries = max_retries
@@ -780,7 +827,7 @@ class LLM:
 
     def _limits(self, n, max_tokens) -> tuple[int, int, str | None]:
         """(n, max_tokens) clamped to the run's limits, and what was changed (None when nothing)."""
-        n, asked = int(n), int(max_tokens or self.max_tokens)
+        n, asked = _finite("n", n, int), _finite("max_tokens", max_tokens or self.max_tokens, int)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         clamped_n, clamped_t = min(n, self.max_n), min(max(asked, 1), self.max_tokens_limit)
@@ -797,7 +844,7 @@ class LLM:
         n requests when the endpoint may not honour n; at most max_tokens completion tokens per sample."""
         if self.local:
             return 0.0
-        prompt = sum(len(m["content"].encode()) + len(m["role"]) + 8 for m in messages) + 8
+        prompt = sum(len(m["content"].encode("utf-8", "surrogatepass")) + len(m["role"]) + 8 for m in messages) + 8
         with self._flags_lock:
             requests = 1 if self._n_proven or n == 1 else n
         return cost_usd(self.model, prompt * requests, max_tokens * n)
@@ -810,6 +857,7 @@ class LLM:
     def _chat(self, messages, *, temperature=0.5, top_p=1.0, n=1, max_tokens=None, json_mode=False, seed=None,
               first_index=0, tag="", on_record=None, clamped=None) -> list[str]:
         messages = validate_messages(messages)
+        temperature, top_p = _finite("temperature", temperature, float), _finite("top_p", top_p, float)
         n, max_tokens, note = self._limits(n, max_tokens)
         clamped = clamped or note
         t0, json_ok = time.perf_counter(), True
@@ -936,7 +984,7 @@ class LLM:
                                   "top_p": top_p, "max_tokens": max_tokens}
         if n > 1:
             kwargs["n"] = n
-        if seed is not None:
+        if seed is not None and (self.endpoint, self.model) not in _NO_SEED:
             kwargs["seed"] = seed
         if json_mode:
             kwargs["response_format"] = {"type": "json_object"}
@@ -951,8 +999,18 @@ class LLM:
         except openai.APIStatusError as e:
             message = self._redact(_server_message(e))
             if e.status_code in (400, 413, 422):  # the request's fault: never retried, never "endpoint down"
-                if json_mode and (rejected := _rejects_json_mode(e)) is not None:
-                    raise rejected from None
+                param = _rejected_param(e, kwargs)
+                if param == "response_format":  # the cache key depends on it: _chat retries without
+                    # OpenAI's "'messages' must contain the word 'json'" is about this prompt, not the server
+                    raise _JSONModeRejected(lasting=not re.search(r"contain the word", message, re.I)) from None
+                if param in ("seed", "n"):  # a server that takes no seed or no n: drop it from now on
+                    with self._flags_lock, _REGISTRY_LOCK:
+                        if param == "seed":
+                            _NO_SEED.add((self.endpoint, self.model))
+                        else:
+                            self._n_ok = False
+                    return self._request(messages, temperature, top_p, 1 if param == "n" else n, max_tokens,
+                                         json_mode, seed)
                 raise BadRequestError(f"{where} rejected the request (HTTP {e.status_code}): {message}") from None
             raise LLMError(f"{where} failed with HTTP {e.status_code} after {self.max_retries} retries: "
                            f"{message}") from None

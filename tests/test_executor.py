@@ -1,6 +1,7 @@
 """executor.py against a real local OpenAI-compatible server (tests/local_server.py), through the real
 openai client: n, JSON mode and its fallback, accounting, cache, budget, faults, the CLI, the embedded model."""
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -508,7 +509,8 @@ def test_brokered_workflow_flood_obeys_the_cap():
 
 # -- credentials never leak ------------------------------------------------------------------------
 
-def test_credentials_in_the_base_url_are_redacted(tmp_path):
+def test_credentials_in_the_base_url_are_redacted(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)  # the HTTP client logs every URL it requests
     secret, key = "s3cr3t-pass", "sk-private-key-123"
 
     def responder(body):  # a server that echoes the key it was sent, as some 401 messages do
@@ -537,7 +539,8 @@ def test_credentials_in_the_base_url_are_redacted(tmp_path):
     logged = (tmp_path / "calls.jsonl").read_text()
     assert "HTTP 401" in errors[0] and "://***@127.0.0.1" in llm.endpoint and "api-key=***" in llm.endpoint
     assert "127.0.0.1:9" in errors[1] and "HTTP 401" in errors[2] and "HTTP 401" in errors[3]
-    for text in [*errors, logged, llm.endpoint, dead.endpoint]:
+    assert "127.0.0.1" in caplog.text
+    for text in [*errors, logged, llm.endpoint, dead.endpoint, caplog.text]:
         assert secret not in text and key not in text, text
 
 
@@ -548,14 +551,57 @@ def test_redact_url_leaves_plain_urls_byte_for_byte():
 
 # -- a corrupt cache -------------------------------------------------------------------------------
 
-def test_corrupt_cache_file_is_named_and_kept(tmp_path):
+def _real_cache(path: Path) -> bytes:
+    cache = ResponseCache(path)
+    cache.put_many({f"k{i}": {"content": "x" * 500, "prompt_tokens": 1, "completion_tokens": 1} for i in range(300)})
+    cache.close()  # checkpoints the WAL into the file
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "overwritten pages"])
+def test_corrupt_cache_file_is_named_and_kept(tmp_path, damage):
     bad = tmp_path / "llm.sqlite"
-    garbage = b"this is not a sqlite database\n" * 200
-    bad.write_bytes(garbage)
+    good = _real_cache(tmp_path / "good.sqlite")
+    broken = {"garbage": b"this is not a sqlite database\n" * 200, "truncated": good[: len(good) // 2],
+              "overwritten pages": good[:8192] + b"\xff" * 8192 + good[16384:]}[damage]
+    bad.write_bytes(broken)
     with pytest.raises(ex.CacheError) as e:
-        ResponseCache(bad)
+        cache = ResponseCache(bad)
+        cache.get_many([f"k{i}" for i in range(300)])
     assert str(bad) in str(e.value) and f"mv {bad} {bad}.bad" in str(e.value)
-    assert bad.read_bytes() == garbage  # never deleted or rewritten
-    cli = subprocess.run([sys.executable, str(ROOT / "executor.py"), "hi", "--model", "embedded",
-                          "--cache-path", str(bad)], capture_output=True, text=True, timeout=60)
-    assert cli.returncode != 0 and f"mv {bad}" in cli.stderr and "Traceback" not in cli.stderr
+    assert bad.read_bytes() == broken  # never deleted or rewritten
+    if damage == "garbage":
+        cli = subprocess.run([sys.executable, str(ROOT / "executor.py"), "hi", "--model", "embedded",
+                              "--cache-path", str(bad)], capture_output=True, text=True, timeout=60)
+        assert cli.returncode != 0 and f"mv {bad}" in cli.stderr and "Traceback" not in cli.stderr
+
+
+# -- what a server does not take, and what no server takes ---------------------------------------
+
+def test_a_server_that_rejects_seed_or_n_is_served_without_them():
+    def responder(body):
+        if "seed" in body:
+            return Reply(status=400, error="Unrecognized request argument supplied: seed")
+        if body.get("n", 1) > 1:
+            return Reply(status=400, error="Invalid value for n: only n = 1 is supported", param="n")
+        return Reply(["ok"])
+
+    with LocalServer(responder) as srv:
+        agent = Agent(make_llm(srv))
+        assert agent.call_llm(USER, num_of_response=3) == ["ok"] * 3
+        assert agent.usage.bad_requests == agent.usage.failed_calls == 0
+        before = srv.count
+        agent.call_llm([{"role": "user", "content": "again"}], num_of_response=2)
+        assert srv.count == before + 2 and all("seed" not in r and "n" not in r for r in srv.requests[before:])
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": float("nan")}, {"temperature": "hot"}, {"max_tokens": float("inf")},
+                                    {"num_of_response": float("nan")}])
+def test_non_finite_sampling_parameters_are_the_callers_error(kwargs):
+    with LocalServer() as srv:
+        agent = Agent(make_llm(srv))
+        with pytest.raises(ValueError, match="finite"):
+            agent.call_llm(USER, **kwargs)
+        assert srv.count == 0 and agent.usage.failed_calls == 0
