@@ -849,18 +849,13 @@ class LLM:
             requests = 1 if self._n_proven or n == 1 else n
         return cost_usd(self.model, prompt * requests, max_tokens * n)
 
-    def _record(self, rec: CallRecord, on_record) -> None:
-        self.ledger.record(rec)
-        if on_record is not None:
-            on_record(rec)
-
     def _chat(self, messages, *, temperature=0.5, top_p=1.0, n=1, max_tokens=None, json_mode=False, seed=None,
               first_index=0, tag="", on_record=None, clamped=None) -> list[str]:
         messages = validate_messages(messages)
         temperature, top_p = _finite("temperature", temperature, float), _finite("top_p", top_p, float)
         n, max_tokens, note = self._limits(n, max_tokens)
-        clamped = clamped or note
-        t0, json_ok = time.perf_counter(), True
+        record = dict(tag=tag, clamped=clamped or note, t0=time.perf_counter(), on_record=on_record)
+        json_ok = True
         while True:  # twice at most: again without response_format when the server rejects it
             # key by what is sent: a server without JSON mode gets (and caches) plain requests
             json_sent = json_mode and (self.local or json_ok and (self.endpoint, self.model) not in _NO_JSON_MODE)
@@ -869,50 +864,56 @@ class LLM:
             samples: list[_Sample | None] = [_Sample(**found[k]) if k in found else None for k in keys]
             missing = [i for i, s in enumerate(samples) if s is None]
             if not missing:
-                break
-            if sum(len(m["content"]) for m in messages) > self.max_prompt_chars:
-                error = BadRequestError(f"the chat has {sum(len(m['content']) for m in messages)} characters, over "
-                                        f"this run's limit of {self.max_prompt_chars}; it was not sent")
-                self._record(CallRecord(self.model, latency_s=time.perf_counter() - t0, error=str(error), tag=tag,
-                                        bad_request=True, clamped=clamped), on_record)
+                self._record(samples, **record, cached=True)
+                return self._texts(samples, json_mode)
+            chars = sum(len(m["content"]) for m in messages)
+            if chars > self.max_prompt_chars:
+                error = BadRequestError(f"the chat has {chars} characters, over this run's limit of "
+                                        f"{self.max_prompt_chars}; it was not sent")
+                self._record([], **record, error=error)
                 raise error
-            reserved = self._worst_case_usd(messages, len(missing), max_tokens)
-            self.ledger.reserve(reserved)  # BudgetExceeded: nothing sent, nothing recorded
-            got: list[_Sample] = []  # what the endpoint returned (and billed), even if a later request fails
-            error = None
+            seeds = [sample_seed(seed, first_index + i) for i in missing]
             try:
-                seeds = [sample_seed(seed, first_index + i) for i in missing]
-                fresh = self._generate(messages, temperature, top_p, len(missing), max_tokens, json_sent, seeds, got)
-                for i, s in zip(missing, fresh):
-                    samples[i] = s
-                if self.cache is not None:
-                    self.cache.put_many({keys[i]: dataclasses.asdict(s) for i, s in zip(missing, fresh)})
+                self._fill(samples, missing, keys, record, messages, temperature, top_p, max_tokens, json_sent, seeds)
             except _JSONModeRejected as e:
                 json_ok, lasting = False, e.lasting
                 continue
-            except LLMError as e:
-                error = e
-                raise
-            finally:
-                paid = 0.0 if self.local else cost_usd(self.model, sum(s.prompt_tokens for s in got),
-                                                       sum(s.completion_tokens for s in got))
-                if error is not None or all(s is not None for s in samples):  # not on BudgetExceeded etc.
-                    done = [s for s in samples if s is not None] if error is None else got
-                    self._record(CallRecord(self.model, sum(s.prompt_tokens for s in done),
-                                            sum(s.completion_tokens for s in done), paid,
-                                            time.perf_counter() - t0, cached=False,
-                                            error=None if error is None else str(error), tag=tag,
-                                            bad_request=isinstance(error, BadRequestError), clamped=clamped),
-                                 on_record)
-                self.ledger.release(reserved)
             if not json_ok and lasting:  # the plain request worked: this server+model has no JSON mode
                 with _REGISTRY_LOCK:
                     _NO_JSON_MODE.add((self.endpoint, self.model))
             return self._texts(samples, json_mode)
-        self._record(CallRecord(self.model, sum(s.prompt_tokens for s in samples),
-                                sum(s.completion_tokens for s in samples), 0.0, time.perf_counter() - t0,
-                                cached=True, tag=tag, clamped=clamped), on_record)
-        return self._texts(samples, json_mode)
+
+    def _fill(self, samples, missing, keys, record, messages, temperature, top_p, max_tokens, json_sent, seeds):
+        """Generate the missing samples into `samples` and cache them, within a budget reservation;
+        every sample the endpoint returned is recorded and paid for, also when a later request fails."""
+        reserved = self._worst_case_usd(messages, len(missing), max_tokens)
+        self.ledger.reserve(reserved)  # BudgetExceeded: nothing sent, nothing recorded
+        got: list[_Sample] = []
+        error = None
+        try:
+            fresh = self._generate(messages, temperature, top_p, len(missing), max_tokens, json_sent, seeds, got)
+            for i, s in zip(missing, fresh):
+                samples[i] = s
+            if self.cache is not None:
+                self.cache.put_many({keys[i]: dataclasses.asdict(s) for i, s in zip(missing, fresh)})
+        except LLMError as e:
+            error = e
+            raise
+        finally:
+            complete = all(s is not None for s in samples)
+            if error is not None or complete or got:  # not on BudgetExceeded or CacheError with nothing paid
+                paid = 0.0 if self.local else cost_usd(self.model, sum(s.prompt_tokens for s in got),
+                                                       sum(s.completion_tokens for s in got))
+                self._record(samples if complete and error is None else got, **record, paid=paid, error=error)
+            self.ledger.release(reserved)
+
+    def _record(self, samples, *, tag, clamped, t0, on_record, cached=False, paid=0.0, error=None) -> None:
+        rec = CallRecord(self.model, sum(s.prompt_tokens for s in samples), sum(s.completion_tokens for s in samples),
+                         paid, time.perf_counter() - t0, cached=cached, error=None if error is None else str(error),
+                         tag=tag, bad_request=isinstance(error, BadRequestError), clamped=clamped)
+        self.ledger.record(rec)
+        if on_record is not None:
+            on_record(rec)
 
     @staticmethod
     def _texts(samples, json_mode) -> list[str]:

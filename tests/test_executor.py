@@ -529,9 +529,9 @@ def test_credentials_in_the_base_url_are_redacted(tmp_path, caplog):
             dead.chat(USER)
         errors.append(str(e.value))
         import sandbox
-        run = sandbox.run_workflow("def solver(agent, task):\n    try:\n        agent.call_llm([{'role': 'user', 'content': task}])\n"
-                                   "    except Exception as e:\n        return {'answer': str(e)}\n",
-                                   [{"task": "hi"}], Agent(llm))
+        workflow = ("def solver(agent, task):\n    try:\n        agent.call_llm([{'role': 'user', 'content': task}])\n"
+                    "    except Exception as e:\n        return {'answer': str(e)}\n")
+        run = sandbox.run_workflow(workflow, [{"task": "hi"}], Agent(llm))
         errors.append(run.samples[0].answer)
         cli = subprocess.run([sys.executable, str(ROOT / "executor.py"), "hi", "--model", "gpt-4o-mini", "--base-url",
                               url, "--api-key", key, "--no-cache"], capture_output=True, text=True, timeout=60)
