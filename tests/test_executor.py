@@ -110,6 +110,20 @@ def test_bad_request_is_the_callers_fault_and_keeps_json_mode(tmp_path, status):
         assert srv.requests[-1]["response_format"] == {"type": "json_object"}
 
 
+def test_a_workflows_bad_request_reaches_its_sample_result():
+    import sandbox
+    workflow = ("def solver(agent, task):\n"
+                "    return {'answer': agent.call_llm([{'role': 'user', 'content': task}], temperature=3)[0]}\n")
+    def responder(body):
+        return Reply(status=400, error="temperature must be <= 2") if body["temperature"] > 2 else Reply(["x"])
+
+    with LocalServer(responder) as srv:
+        run = sandbox.run_workflow(workflow, [{"task": "t"}], Agent(make_llm(srv)))
+    sample = run.samples[0]
+    assert (sample.bad_requests, sample.failed_calls, sample.calls) == (1, 0, 1)
+    assert "temperature must be <= 2" in sample.error
+
+
 def test_prompt_over_the_size_limit_is_refused_unsent():
     with LocalServer() as srv:
         agent = Agent(make_llm(srv, max_prompt_chars=1000))
