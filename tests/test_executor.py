@@ -281,7 +281,7 @@ def test_budget_is_hard_under_a_concurrent_flood(tmp_path):
         for t in threads:
             t.join()
         costs = [json.loads(x)["cost_usd"] for x in (tmp_path / "calls.jsonl").read_text().splitlines()]
-        assert 0 < sum(costs) <= 0.01 and ledger.summary()["cost_usd"] <= 0.01
+        assert 0 < sum(costs) <= 0.01 + 1e-12 and ledger.summary()["cost_usd"] <= 0.01 + 1e-12  # float rounding
         assert refused and len(costs) == srv.count == 64 - len(refused)
 
 
