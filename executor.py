@@ -736,8 +736,16 @@ class _RedactingFilter(logging.Filter):
 
 
 _LOG_FILTER = _RedactingFilter()
-for _name in ("httpx", "httpx2", "httpcore", "openai", "openai._base_client"):
-    logging.getLogger(_name).addFilter(_LOG_FILTER)
+
+
+def _mask_in_logs(secrets: list[str]) -> None:
+    """Mask `secrets` in the HTTP client's log records from now on (installed on first use: importing
+    this module changes no logger)."""
+    with _REGISTRY_LOCK:
+        if not _LOG_FILTER.secrets:
+            for name in ("httpx", "httpx2", "httpcore", "openai", "openai._base_client"):
+                logging.getLogger(name).addFilter(_LOG_FILTER)
+        _LOG_FILTER.secrets.update(secrets)
 
 
 def _finite(name: str, value: Any, kind: type) -> Any:
@@ -807,7 +815,8 @@ class LLM:
             raw = str(self._clients[0].base_url).rstrip("/")
             self._secrets = _url_secrets(raw) + ([api_key] if api_key != "EMPTY" and len(api_key) >= 3 else [])
             self.endpoint = redact_url(raw)  # never the credentials: it goes into error texts and logs
-            _LOG_FILTER.secrets.update(self._secrets)
+            if self._secrets:
+                _mask_in_logs(self._secrets)
             with _REGISTRY_LOCK:
                 self._slots = _SLOTS.setdefault(self.endpoint, _EndpointSlots())
         self.max_retries = max_retries
