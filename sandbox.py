@@ -101,6 +101,7 @@ class SampleResult:
     cost_usd: float = 0.0
     failed_calls: int = 0         # LLM calls that failed for good (endpoint down, retries exhausted)
     latency_s: float = 0.0
+    bad_requests: int = 0         # LLM calls the server rejected as malformed (HTTP 400/413/422): the workflow's fault
 
 
 @dataclass
@@ -340,7 +341,7 @@ _RPC_METHODS = {"call_llm", "call_json_format_llm", "execute_code", "run_public_
 def _usage_of(agent: Any) -> dict:
     u = getattr(agent, "usage", None)
     return {k: getattr(u, k, 0) or 0 for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd",
-                                                "failed_calls")}
+                                                "failed_calls", "bad_requests")}
 
 
 def run_workflow(code: str, tasks: list[dict], agent: Any, *, sample_timeout_s: float = 300,
@@ -388,7 +389,7 @@ def run_workflow(code: str, tasks: list[dict], agent: Any, *, sample_timeout_s: 
                 u = _usage_of(forks[i])
                 res.calls, res.prompt_tokens = int(u["calls"]), int(u["prompt_tokens"])
                 res.completion_tokens, res.cost_usd = int(u["completion_tokens"]), float(u["cost_usd"])
-                res.failed_calls = int(u["failed_calls"])
+                res.failed_calls, res.bad_requests = int(u["failed_calls"]), int(u["bad_requests"])
                 samples[i] = res
 
     def serve(msg: dict) -> None:
