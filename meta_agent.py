@@ -31,6 +31,7 @@ import random
 import re
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -336,22 +337,31 @@ def check_run_config(path: Path, config: dict, may_change: set[str]) -> None:
     path.write_text(json.dumps(config, indent=2))
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Complete lines of an append-only jsonl log; a torn last line (killed mid-write) is cut off the file,
-    so the resumed run appends after the last complete record."""
+def read_jsonl(path: Path, *, cut_torn_tail: bool = True) -> list[dict]:
+    """Complete lines of an append-only jsonl log. A torn last line (killed mid-write) is cut off the file
+    when `cut_torn_tail` (so the resumed run appends after the last complete record), else skipped with a
+    warning and the file left untouched (readers). A bad line before the last is corruption: ValueError."""
+    path = Path(path)
     if not path.exists():
         return []
+    lines = path.read_bytes().splitlines(keepends=True)
     records, good_bytes = [], 0
-    with open(path, "rb") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+    for i, line in enumerate(lines):
+        if not line.strip():
             good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}:{i + 1}: not a JSON line ({e})") from None
+            if cut_torn_tail:
+                with open(path, "r+b") as f:
+                    f.truncate(good_bytes)
+            else:
+                warnings.warn(f"{path}:{i + 1}: torn last line skipped (a killed writer?)")
+            break
+        good_bytes += len(line)
     return records
 
 
