@@ -385,6 +385,8 @@ def save_checkpoint(path: Path, model, tokenizer, train_state: dict | None, opti
     torch.distributed.checkpoint writes each process's optimizer shard."""
     tmp = path.with_name(path.name + ".tmp")
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))  # collective
+    if model.config.get_text_config().tie_word_embeddings:  # gathered copies are no longer one tensor: keep one name
+        full = {k: v for k, v in full.items() if k not in (getattr(model, "_tied_weights_keys", None) or ())}
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, state_dict=full)  # config.json, model.safetensors, generation_config.json
@@ -409,7 +411,10 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> Path | None:
-    args = executor.parse_args(Args, argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # `torchrun ... train_rlao.py -- --run x`: torchrun's own parser takes --run for its --run-path, so the
+    # launch line separates our flags with "--"
+    args = executor.parse_args(Args, argv[1:] if argv[:1] == ["--"] else argv)
 
     # ---------------------------------------------------------------- setup: processes, flags, run dir, resume, seed
     # torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python train_rlao.py` is one process without FSDP
