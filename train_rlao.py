@@ -2,12 +2,12 @@
 
 Reads  runs/<run>/trajectories.jsonl (one or more; written by collect.py, format in DESIGN.md).
 Writes checkpoints/<run>/: train_config.json, metrics.jsonl, step_<N>/ (a Hugging Face model folder plus
-       train_state.pt, written atomically every --save-every steps) and, at the end, the final model at the
+       train_state.pt and optimizer/, written atomically every --save-every steps) and, at the end, the final model at the
        top of the folder (config, safetensors, tokenizer, generation config): `from_pretrained` and
        `vllm serve checkpoints/<run>` load it as is.
 
 Paper: W4S section 3.3 (RLAO, reward-weighted regression). Each `ok` candidate of a turn is one sample:
-prompt = the state's chat messages, target = the action (analysis + workflow code), weight = exp(r / tau),
+prompt = the chat messages that produced the action, target = the action (analysis + workflow code), weight = exp(r / tau),
 tau = 0.4. The loss is the weighted negative log-likelihood of the action given the state.
 
 Deliberate simplifications and choices:
@@ -35,7 +35,7 @@ Deliberate simplifications and choices:
    reference model; models whose logits are scaled or soft-capped (Gemma 2, Cohere) are rejected.
 6. Prompt = the candidate's own chat messages (`messages`: for a repaired candidate the state, its earlier
    attempts and the repair prompt that produced the final action), else the turn's state (older files).
-7. Several GPUs: `torchrun --nproc-per-node N train_rlao.py ...` shards the model with FSDP2 (one
+7. Several GPUs: `torchrun --nproc-per-node N train_rlao.py -- ...` shards the model with FSDP2 (one
    fully_shard per decoder layer, one for the rest); --batch-size is per process, and each process takes
    a disjoint slice of the same global micro-batch. Checkpoints: the HF folder (gathered, written by rank
    0) plus the optimizer state in torch.distributed.checkpoint format (one shard per process).
@@ -47,8 +47,8 @@ Full run (one 80 GB GPU, Qwen2.5-Coder-7B-Instruct, 8,192 tokens):
     python train_rlao.py --trajectories runs/w4s/trajectories.jsonl --run w4s --max-len 8192 \
         --batch-size 1 --lr 1e-5 --num-epochs 3 --save-every 100
 Eight GPUs (FSDP2; --batch-size is per GPU, so the global batch is 8):
-    torchrun --nproc-per-node 8 train_rlao.py --trajectories runs/w4s/trajectories.jsonl --run w4s \
-        --max-len 8192 --batch-size 1 --lr 1e-5 --num-epochs 3 --save-every 100
+    torchrun --standalone --nproc-per-node 8 train_rlao.py -- --trajectories runs/w4s/trajectories.jsonl \
+        --run w4s --max-len 8192 --batch-size 1 --lr 1e-5 --num-epochs 3 --save-every 100
 Check the data and the memory plan first with `--dry-run`.
 """
 import dataclasses

@@ -284,9 +284,9 @@ def test_action_starting_with_whitespace_keeps_its_own_tokens(tok_dir, act):
 def test_repaired_candidate_trains_on_the_messages_that_produced_it(tmp_path, tok_dir):
     tok = AutoTokenizer.from_pretrained(tok_dir)
     row = turn("gsm8k", 0, 0, "Improve it.", [action(1), action(2)], [1.0, 0.5])
-    first_try = "```python\ndef solver(agent, task):\n    return 1 / 0\n```"
+    first_try = "def solver(agent, task):\n    return 1 / 0"
     repair = prompts.build_repair_prompt(first_try, "ZeroDivisionError: division by zero", "")
-    row["candidates"][0]["messages"] = row["state"] + [{"role": "assistant", "content": first_try},
+    row["candidates"][0]["messages"] = row["state"] + [{"role": "assistant", "content": f"```python\n{first_try}\n```"},
                                                       {"role": "user", "content": repair}]
     p = tmp_path / "repaired.jsonl"
     p.write_text(json.dumps(row) + "\n")
