@@ -300,15 +300,22 @@ def test_repaired_candidate_trains_on_the_messages_that_produced_it(tmp_path, to
 
 
 # ---------------------------------------------------------------- resume (issue 13.2)
-def test_resume_applies_a_changed_lr(tmp_path, traj, tiny_dir):
-    args = ["--batch-size", "3", "--max-steps", "4", "--save-every", "2", "--num-checkpoints-kept", "2", "--warmup-frac", "0"]
+def test_resume_restores_the_kahan_state_and_applies_a_changed_lr(tmp_path, traj, tiny_dir):
+    args = ["--dtype", "bfloat16", "--batch-size", "3", "--max-steps", "3", "--save-every", "2", "--num-checkpoints-kept", "2",
+            "--warmup-frac", "0"]
     run_dir = train_rlao.main(common(traj, tiny_dir, tmp_path, "lr", *args, "--lr", "1e-3"))
-    before = [json.loads(l)["train/lr"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    shutil.rmtree(run_dir / "step_000004")
+    lrs = lambda: [json.loads(l)["train/lr"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    uninterrupted, before = load_file(run_dir / "model.safetensors"), lrs()
+    # from step 2 again: the same weights, so the moments, Kahan buffers and step counts came back exactly
+    shutil.rmtree(run_dir / "step_000003")
+    train_rlao.main(common(traj, tiny_dir, tmp_path, "lr", *args, "--lr", "1e-3", "--resume"))
+    resumed = load_file(run_dir / "model.safetensors")
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+    # and a changed --lr is applied, as the warning says
+    shutil.rmtree(run_dir / "step_000003")
     with pytest.warns(UserWarning, match="--lr: checkpoint has 0.001, command line has 0.002; the command line wins"):
         train_rlao.main(common(traj, tiny_dir, tmp_path, "lr", *args, "--lr", "2e-3", "--resume"))
-    after = [json.loads(l)["train/lr"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert after[:2] == before[:2] and after[2:] == pytest.approx([2 * x for x in before[2:]])
+    assert lrs()[:2] == before[:2] and lrs()[2:] == pytest.approx([2 * x for x in before[2:]])
 
 
 # ---------------------------------------------------------------- several processes: FSDP2 over gloo (issue 13.3)
