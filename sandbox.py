@@ -439,25 +439,42 @@ def execute_solution(code: str, timeout_s: float = 10.0, max_memory_mb: int = 10
 
 
 def check_program(program: str, test_code: str, timeout_s: float = 10.0, *,
-                  max_memory_mb: int = 1024) -> TestResult:
+                  max_memory_mb: int = 1024, entry_point: str | None = None) -> TestResult:
     """Run the tests `test_code` against `program`; passed when they raise nothing.
 
     The program and the tests run in two processes: the program's (model code) and the tests' (which
     never runs model code). Every name the program defines is a remote function there, and what it
     returns reaches the tests as exact built-in data only (a rigged __eq__, or any type not plain data,
-    fails the test), so a program cannot rig a comparison or the test's builtins.
+    fails the test), so a program cannot rig a comparison or the test's builtins: a name of the program
+    that is also a builtin (`len`, `sum`) reaches the tests only when it is `entry_point` or the
+    function the tests pass to `check(...)`.
     `error` is the failing assertion (its source line and message) or the exception's summary.
 
         check_program("def add(a, b): return a + b", "assert add(1, 2) == 3").passed  # True
     """
     job = {"mode": "check", "code": program, "tests": test_code, "timeout_s": float(timeout_s),
-           "max_memory_mb": int(max_memory_mb)}
+           "max_memory_mb": int(max_memory_mb), "entry_points": _entry_points(test_code, entry_point)}
     result, ex = _run_simple(job)
     if ex.get("timed_out") or ex.get("signal") == signal.SIGXCPU:
         return TestResult(False, f"timed out after {timeout_s:g} s", True)
     if result is not None:
         return TestResult(result["ok"], result.get("error"), False)
     return TestResult(False, ex.get("protocol_error") or _describe_exit(ex), False)
+
+
+def _entry_points(test_code: str, entry_point: str | None) -> list[str]:
+    """`entry_point` and every NAME in a `check(NAME)` call of the tests (HumanEval's and the public
+    tests' shape): the program's functions the tests mean to call even where a builtin has that name."""
+    import ast
+    names = [entry_point] if entry_point else []
+    try:
+        tree = ast.parse(test_code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return names
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "check":
+            names += [a.id for a in node.args if isinstance(a, ast.Name)]
+    return names
 
 
 class BoundedCallError(RuntimeError):
@@ -1277,6 +1294,9 @@ def _plain(value: Any, depth: int = 0) -> Any:
         return _plain(list(collections.deque.__iter__(value)), depth + 1)
     if any(c.__name__ == "generic" and c.__module__ == "numpy" for c in t.__mro__):
         return _plain(value.item(), depth + 1)
+    import re
+    if t is re.Match:  # always true: the one thing the tests ask of a match (MBPP's regex tasks)
+        return True
     raise TypeError(f"the program returned a {t.__name__}, which is not plain data (exact built-in "
                     "types only: a custom or subclassed type cannot be compared)")
 
@@ -1328,8 +1348,8 @@ def _program_child(sock: socket.socket, code: str) -> None:
         return
     names = {}
     for name, v in list(ns.items()):
-        if name.startswith("__") or hasattr(builtins, name):
-            continue  # a program's `len` or `abs` must not become the tests' one
+        if name.startswith("__"):
+            continue
         if isinstance(v, types.ModuleType):
             names[name] = ("module", str(v.__name__))
         elif callable(v):
@@ -1417,6 +1437,8 @@ def _run_check(job: dict) -> dict:
     for name, spec in first[1].items():
         if type(name) is not str or type(spec) is not tuple or not spec:
             continue
+        if hasattr(builtins, name) and name not in job.get("entry_points", ()):
+            continue  # a program's `len` or `isinstance` must not become the tests' one
         if spec[0] == "callable":
             ns[name] = _ProgramFunction(name, a)
         elif spec[0] == "value" and len(spec) == 2:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from math import isclose
 
-from benchmarks.common import as_text, data_file, read_jsonl
+from benchmarks.common import as_text, bounded_scorer, data_file, read_jsonl
 
 NAME = "math"
 KIND = "math"
@@ -40,6 +40,7 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
     return splits
 
 
+@bounded_scorer(linear=False)
 def score(prediction, example) -> float:
     """1.0 when the boxed (else last-sentence) answers are equal as AFlow's math_equal decides.
 
