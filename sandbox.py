@@ -202,6 +202,10 @@ def _is_opt_str(v: Any) -> bool:
     return v is None or isinstance(v, str)
 
 
+def _is_one_of(v: Any, options: set) -> bool:
+    return (v is None or type(v) is str) and v in options
+
+
 def _is_seconds(v: Any) -> bool:
     return type(v) in (int, float) and math.isfinite(v) and v >= 0
 
@@ -212,7 +216,7 @@ _RESULT_REASONS = {None, "error", "timeout", "memory", "crash", "output_limit"}
 def _check_result(msg: Any) -> dict:
     """The one result message of an execute/check/call job, else ProtocolError."""
     if not (isinstance(msg, dict) and msg.get("kind") == "result" and type(msg.get("ok")) is bool
-            and _is_opt_str(msg.get("error")) and msg.get("reason") in _RESULT_REASONS):
+            and _is_opt_str(msg.get("error")) and _is_one_of(msg.get("reason"), _RESULT_REASONS)):
         raise ProtocolError("a malformed result message")
     return msg
 
@@ -523,17 +527,17 @@ def _check_workflow_frame(msg: Any, n: int) -> str | None:
     if kind in ("rpc", "sample_start", "sample_done") and not _is_int(msg.get("sample"), 0, n):
         return f"{kind} with a bad sample index {str(msg.get('sample'))[:40]!r}"
     if kind == "rpc":
-        ok = (_is_int(msg.get("id"), 0, 1 << 63) and msg.get("method") in _RPC_METHODS
+        ok = (_is_int(msg.get("id"), 0, 1 << 63) and _is_one_of(msg.get("method"), _RPC_METHODS)
               and isinstance(msg.get("args", []), list) and isinstance(msg.get("kwargs", {}), dict))
         return None if ok else "a malformed agent call"
     if kind == "sample_start":
         return None
     if kind == "sample_done":
         ok = (_is_opt_str(msg.get("error")) and _is_opt_str(msg.get("traceback"))
-              and msg.get("reason") in _SAMPLE_REASONS and _is_seconds(msg.get("latency_s", 0.0)))
+              and _is_one_of(msg.get("reason"), _SAMPLE_REASONS) and _is_seconds(msg.get("latency_s", 0.0)))
         return None if ok else "a malformed sample result"
     if kind == "fatal":
-        return None if msg.get("reason") in _FATAL_REASONS and _is_opt_str(msg.get("error")) else "a malformed fatal"
+        return None if _is_one_of(msg.get("reason"), _FATAL_REASONS) and _is_opt_str(msg.get("error")) else "a malformed fatal"
     if kind == "done":
         return None
     return f"an unknown message kind {str(kind)[:40]!r}"
