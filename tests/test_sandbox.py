@@ -374,15 +374,15 @@ def test_rigged_return_value_cannot_pass(value):
     assert sandbox.check_program(program + "def g(x):\n    return x + 1\n", "assert g(1) == 2").passed
 
 
-def test_program_cannot_rig_the_tests_builtins_or_modules():
-    rigs = ["import builtins\nbuiltins.isinstance = lambda *a: True\nbuiltins.AssertionError = None\n",
-            "import math\nmath.isclose = lambda *a, **k: True\n",
-            "def len(x):\n    return 3\n",
-            "import ctypes, sys\nctypes.pythonapi.Py_IncRef  # the program's own process only\n"]
-    test = "import math\nassert len(f(0)) == 3\nassert math.isclose(f(0)[0], 9.0)\nassert isinstance(f(0), str)"
-    for rig in rigs:
-        r = sandbox.check_program(rig + "def f(x):\n    return [1.0]\n", test)
-        assert not r.passed, rig
+@pytest.mark.parametrize("rig,test", [
+    ("import builtins\nbuiltins.isinstance = lambda *a: True\n", "assert isinstance(f(0), str)"),
+    ("import builtins\nbuiltins.sorted = lambda *a, **k: [9]\n", "assert sorted(f(0)) == [9]"),
+    ("import math\nmath.isclose = lambda *a, **k: True\n", "import math\nassert math.isclose(f(0)[0], 9.0)"),
+    ("def len(x):\n    return 3\n", "assert len(f(0)) == 3"),
+    ("import os\nos._exit(0)\n", "assert f(0) == [9.0]")])
+def test_program_cannot_rig_the_tests_builtins_or_modules(rig, test):
+    r = sandbox.check_program(rig + "def f(x):\n    return [1.0]\n", test)
+    assert not r.passed, rig
 
 
 def test_program_cannot_forge_the_result_message():
@@ -514,7 +514,7 @@ def solver(agent, task):
         except OSError:
             pass
     import time
-    time.sleep(0.5)
+    time.sleep(0.3)
     return {'answer': 1}
 """
 
@@ -560,117 +560,26 @@ def test_oversized_frame_header_is_refused_unread(agent):
 
 
 def test_protocol_fuzz_never_breaks_the_parent(agent):
-    """Seeded random frames (mutations of real ones, random bytes, random headers) from inside a workflow
-    over the real socket: every run ends with a reason and the parent serves the next workflow."""
-    import json
+    """Seeded random frames (real kinds with random field values, deep nesting, random bytes and headers)
+    from inside a workflow over the real socket: every run ends with a reason, the parent goes on."""
     import random
     rng = random.Random(12)
     kinds = ["rpc", "sample_start", "sample_done", "fatal", "done", "exit", "hello", None]
-    values = [0, 1, -1, 2 ** 70, 1.5, float("nan"), True, None, "0", [], {}, "call_llm", [[[[]]]]]
-    frames = []
-    for _ in range(12):
-        msg = {k: rng.choice(values) for k in rng.sample(["sample", "id", "method", "args", "kwargs", "answer",
-                                                           "reason", "error", "latency_s"], 4)}
-        msg["kind"] = rng.choice(kinds)
-        body = json.dumps(msg).encode() if rng.random() < 0.7 else bytes(rng.randrange(256) for _ in range(20))
-        header = struct_pack(len(body) if rng.random() < 0.8 else rng.randrange(1 << 32))
-        frames.append(header + body)
-    code = "FRAME = b''.join(FRAMES)\n".replace("FRAMES", repr(frames)) + FORGE
-    run_ = sandbox.run_workflow(code, TASKS[:2], agent)
-    assert run_.reason in ("protocol_error", None, "crash"), run_
+    values = [0, 1, -1, 2 ** 70, 1.5, float("nan"), float("inf"), True, None, "0", [], {}, "call_llm", [[[[]]]]]
+    for _ in range(8):
+        frames = []
+        for _ in range(3):
+            msg = {k: rng.choice(values) for k in rng.sample(["sample", "id", "method", "args", "kwargs", "answer",
+                                                               "reason", "error", "latency_s"], 5)}
+            msg["kind"] = rng.choice(kinds)
+            body = json.dumps(msg)
+            if rng.random() < 0.15:
+                depth = rng.randrange(40, 5000)
+                body = body[:-1] + ', "answer": ' + "[" * depth + "]" * depth + "}"
+            data = body.encode() if rng.random() < 0.9 else bytes(rng.randrange(256) for _ in range(20))
+            frames.append(struct_pack(len(data) if rng.random() < 0.95 else rng.randrange(1 << 32)) + data)
+        code = f"FRAME = {b''.join(frames)!r}\n" + FORGE
+        run_ = sandbox.run_workflow(code, TASKS[:2], agent)
+        assert run_.reason in ("protocol_error", None), run_
+        assert run_.reason is None or "bad message" in run_.error
     assert sandbox.run_workflow(SOLVER, TASKS[:1], agent).samples[0].answer == "q0!"
-
-
-# ------------------------------------------------------------------ issue 12: nothing outlives its call
-
-DAEMON = """
-import ctypes, os, time
-def solution():
-    libc = ctypes.CDLL(None)
-    if libc.fork() == 0:
-        libc.setsid()
-        if libc.fork() == 0:
-            libc.prctl(15, b"NAME", 0, 0, 0)  # PR_SET_NAME, so the test can find it
-            while True:
-                time.sleep(0.05)
-        os._exit(0)
-    time.sleep(0.3)
-    return 1
-"""
-
-
-def _processes_named(name: str) -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if open(f"/proc/{pid}/comm").read().strip() == name:
-                pids.append(int(pid))
-        except OSError:
-            pass
-    return pids
-
-
-def test_setsid_daemon_does_not_outlive_its_call():
-    if not sandbox.sandbox_info()["pid_namespace"]:
-        pytest.skip("no PID namespace here (not root, no user namespaces): a daemon can outlive its call (README)")
-    name = f"w4sd{os.getpid() % 100000}"
-    r = run(DAEMON.replace("NAME", name))
-    survivors = _processes_named(name)
-    for pid in survivors:
-        os.kill(pid, 9)
-    assert r.value == 1 and survivors == []
-
-
-def test_temp_space_is_private_and_capped():
-    if not sandbox.sandbox_info()["pid_namespace"]:
-        pytest.skip("no private tmpfs here (not root, no user namespaces)")
-    fill = textwrap.dedent("""
-        import os
-        def solution():
-            written = 0
-            chunk = b"x" * (1 << 20)
-            try:
-                for i in range(8):  # up to 8 x 48 MB, past the cap
-                    with open(f"/tmp/fill{i}" if i % 2 else f"/dev/shm/fill{i}", "wb") as f:
-                        for _ in range(48):
-                            f.write(chunk)
-                            written += 1
-            except OSError as e:
-                return [written, e.errno]
-            return [written, None]
-    """)
-    r = run(fill, max_memory_mb=256, timeout_s=20)
-    assert r.ok and r.value[1] == 28 and r.value[0] <= sandbox.PRIVATE_TMP_MB, r  # ENOSPC at the cap
-    left = run("import os\ndef solution():\n    return sorted(os.listdir('/tmp')) + sorted(os.listdir('/dev/shm'))")
-    assert [n for n in left.value if n.startswith("fill")] == []
-
-
-def test_execute_code_fan_out_is_bounded(agent, monkeypatch):
-    live, peak, lock = [0], [0], __import__("threading").Lock()
-    real = sandbox.execute_solution
-
-    def counting(*args, **kwargs):  # the real sandbox call, counted
-        with lock:
-            live[0] += 1
-            peak[0] = max(peak[0], live[0])
-        try:
-            return real(*args, **kwargs)
-        finally:
-            with lock:
-                live[0] -= 1
-
-    monkeypatch.setattr(sandbox, "execute_solution", counting)
-    code = textwrap.dedent("""
-        import threading
-        def solver(agent, task):
-            out = []
-            def one():
-                out.append(agent.execute_code("import time\\ndef solution():\\n    time.sleep(0.3)\\n    return 1"))
-            threads = [threading.Thread(target=one) for _ in range(6)]
-            [t.start() for t in threads]
-            [t.join() for t in threads]
-            return {"answer": sum(out)}
-    """)
-    run_ = sandbox.run_workflow(code, TASKS, agent, max_memory_mb=2048)
-    assert [s.answer for s in run_.samples] == [6] * 4, run_
-    assert peak[0] == 2048 // sandbox.CODE_CALL_MEMORY_MB
