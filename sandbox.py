@@ -8,12 +8,16 @@
 
 How it works. On first use the parent starts one *template* process: a fresh `sys.executable -I` running
 this file, with a scrubbed environment (no API keys), stdin from /dev/null, common modules pre-imported,
-and, where the machine allows it, its own empty network namespace. Each call sends the template a
-socket; the template forks a supervisor, which makes a fresh temp dir and forks the worker that runs the
-code. The main process, which holds the API keys and the LLM client, never forks and never runs the code.
+and, where the machine allows it (root, or user namespaces), its own empty network namespace and a
+private root filesystem holding only the system and Python directories, read-only (the repository, the
+data, the cache and the runs are not in it). Each call sends the template two sockets: the supervisor's
+(hello, exit report) and the worker's (job, result, agent calls); the template forks a supervisor, which
+makes the call's own PID and mount namespace with a private size-capped /tmp and /dev/shm where it can,
+and forks the worker that runs the code (init of that PID namespace: nothing it starts outlives it).
+The main process, which holds the API keys and the LLM client, never forks and never runs the code.
 The worker, before it runs anything:
   - drops to uid/gid 65534 (nobody) when we run as root, so it cannot read or write the user's files, the
-    parent's /proc/<pid>/environ, or signal the parent;
+    parent's /proc/<pid>/environ, or signal the parent; drops every capability;
   - gets rlimits: address space (`max_memory_mb`), CPU seconds, processes/threads, file size, open files,
     no core files; PR_SET_NO_NEW_PRIVS (setuid binaries give no privileges);
   - works in the fresh temp dir (removed afterwards), stdin /dev/null, stdout/stderr captured (bounded);
@@ -21,18 +25,23 @@ The worker, before it runs anything:
     os.fork, subprocess.Popen, os.remove, shutil.rmtree, os.kill, ... set to None, faulthandler off.
 The supervisor kills the worker's process group at the time limit and reports how it ended (exit code,
 signal), so a segfault, os._exit or a kill becomes a result instead of an exception in the parent.
+Every frame the worker sends is checked (size before reading, JSON, depth, each field's type and range);
+a bad one is that call's failure ("protocol_error"), never an exception in the parent.
+`check_program` runs the tests in the worker and the program in a child of it, so the tests only ever
+see the program's values as exact built-in data. `bounded_call` runs trusted scorer code on untrusted
+answers in a second template's forks (it has `benchmarks` and sympy loaded), limited in CPU and memory.
 
 What it does NOT block (this is not a security sandbox against a determined attacker):
   - ctypes / C extensions: code can call libc directly and undo the reliability guard (but not the uid,
-    rlimits or namespace);
-  - reading world-readable files (system files, the installed packages, a world-readable repo);
+    rlimits or namespaces);
+  - without a private root (no root, no user namespaces): reading world-readable files, the benchmark
+    data and a world-readable repo included;
   - without root: no uid change, so same-user files, /proc/<pid>/environ of the user's other processes
     (the parent's API key included) and ptrace are reachable; the rlimits and the scrubbed environment
     still hold;
   - without network namespaces (no root and no user namespaces): the network;
-  - concurrent sandboxes share uid 65534 and can see each other; a process that detaches with setsid
-    through ctypes can outlive its call (rlimits still bound it);
-  - Unix sockets on the filesystem that are world-writable.
+  - without PID namespaces: concurrent sandboxes share uid 65534 and can see each other, and a process
+    that detaches with setsid through ctypes can outlive its call (rlimits still bound it).
 Never import model-written code into the main process; use these functions.
 """
 from __future__ import annotations
@@ -590,6 +599,7 @@ def run_workflow(code: str, tasks: list[dict], agent: Any, *, sample_timeout_s: 
     call = _spawn(job)
     pool = ThreadPoolExecutor(max_workers=max_concurrency + 4, thread_name_prefix="w4s-rpc")
     code_slots = threading.BoundedSemaphore(max(1, int(max_memory_mb) // CODE_CALL_MEMORY_MB))
+    in_flight, max_rpcs = [0], 1024 + 4 * max_concurrency  # the child's thread limit bounds honest calls
 
     def finish(i: int, res: SampleResult) -> None:
         with state_lock:
@@ -623,6 +633,8 @@ def run_workflow(code: str, tasks: list[dict], agent: Any, *, sample_timeout_s: 
             if type(e).__name__ == "BudgetExceeded":
                 budget_error.append(e)
             reply.update(error=f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e))
+        with state_lock:
+            in_flight[0] -= 1
         try:
             call.send(reply)
         except OSError:
@@ -657,6 +669,10 @@ def run_workflow(code: str, tasks: list[dict], agent: Any, *, sample_timeout_s: 
             if trusted and kind != "exit":
                 continue
             if kind == "rpc":
+                with state_lock:
+                    in_flight[0] += 1
+                    if in_flight[0] > max_rpcs:  # a legit child waits on each call: this is a flood
+                        raise ProtocolError(f"more than {max_rpcs} agent calls in flight")
                 pool.submit(serve, msg)
             elif kind == "sample_start":
                 started.setdefault(msg["sample"], time.perf_counter())
