@@ -1121,6 +1121,7 @@ def _worker(sock: socket.socket, out_fd: int, workdir: str, header: dict, uid_dr
         os.setuid(SANDBOX_UID)
     _drop_capabilities(libc)  # in a user namespace we would still hold them there
     sys.argv = ["<sandbox>"]
+    program_link = _fork_program(sock) if mode == "check" else None
     job = _recv(sock)
     # RLIMIT_AS last: receiving a large job needs memory too
     mem = int(job.get("max_memory_mb", 1024)) << 20
@@ -1141,7 +1142,7 @@ def _worker(sock: socket.socket, out_fd: int, workdir: str, header: dict, uid_dr
     if mode == "workflow":
         _run_workflow_child(job, send, sock, workdir)
     elif mode == "check":
-        send(_run_check(job))
+        send(_run_check(job, program_link))
     elif mode == "call":
         send(_run_call(job))
     else:
@@ -1343,9 +1344,9 @@ def _send_bytes(sock: socket.socket, data: bytes) -> None:
     sock.sendall(struct.pack("!I", len(data)) + data)
 
 
-def _recv_bytes(sock: socket.socket) -> bytes:
+def _recv_bytes(sock: socket.socket, limit: int = MAX_FRAME_BYTES) -> bytes:
     (n,) = struct.unpack("!I", _recv_exact(sock, 4))
-    if n > MAX_FRAME_BYTES:
+    if n > limit:
         raise ValueError(f"the program sent {n} bytes, over the limit")
     return _recv_exact(sock, n)
 
@@ -1428,25 +1429,43 @@ class _ProgramFunction:
         raise err
 
 
-def _run_check(job: dict) -> dict:
-    """The tests' process. It forks the program's process before anything of the program runs, then runs
-    the tests here with the program's names bound to _ProgramFunction; this process never runs model
-    code and, being non-dumpable, cannot be traced or read by the program's process."""
-    import builtins
-    import importlib
+def _fork_program(sock: socket.socket) -> socket.socket:
+    """check mode, before the job (which holds the tests) is read: fork the program's process, so that
+    its memory never holds the tests. Returns the tests' end of the link; the program comes through it."""
+    import pickle
+    import resource
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
         code = 72
         try:
             a.close()
-            os.closerange(3, b.fileno())  # our channel to the parent: the program never holds it
+            sock.close()  # our channel to the parent: the program never holds it
+            os.closerange(3, b.fileno())
             os.closerange(b.fileno() + 1, 4096)
-            _program_child(b, job["code"])
+            program, mem = pickle.loads(_recv_bytes(b, MAX_MESSAGE_BYTES))  # from the tests' process
+            try:
+                resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+            except (ValueError, OSError):
+                pass
+            sys.stdout = sys.stderr = _Capture(1, EXEC_OUTPUT_LIMIT_CHARS, raise_on_limit=True)
+            sys.stdin = open(os.devnull)
+            _program_child(b, program)
             code = 0
         finally:
             _EXIT(code)
     b.close()
+    return a
+
+
+def _run_check(job: dict, a: socket.socket) -> dict:
+    """The tests' process: it sends the program to the program's process (forked before the tests were
+    read), then runs the tests here with the program's names bound to _ProgramFunction. This process
+    never runs model code and, being non-dumpable, cannot be traced or read by the program's process."""
+    import builtins
+    import importlib
+    import pickle
+    _send_bytes(a, pickle.dumps((job["code"], int(job.get("max_memory_mb", 1024)) << 20)))
     fail = lambda error: {"kind": "result", "ok": False, "reason": "error", "error": error}  # noqa: E731
     try:
         first = _plain_loads(_recv_bytes(a))

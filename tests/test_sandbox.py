@@ -583,3 +583,20 @@ def test_protocol_fuzz_never_breaks_the_parent(agent):
         assert run_.reason in ("protocol_error", None), run_
         assert run_.reason is None or "bad message" in run_.error
     assert sandbox.run_workflow(SOLVER, TASKS[:1], agent).samples[0].answer == "q0!"
+
+
+def test_program_never_sees_the_hidden_tests():
+    # the program's process is forked before the tests reach the sandbox: no frame or object holds them
+    program = textwrap.dedent(r"""
+        import gc, re, sys
+        def f():
+            pattern = re.compile(r"SECRET = '(\w+)-7'")
+            texts, frame = [], sys._getframe()
+            while frame is not None:
+                texts.append(repr(frame.f_locals))
+                frame = frame.f_back
+            texts += [str(o) for o in gc.get_objects() if isinstance(o, (dict, list, tuple))]
+            return any(pattern.search(t) for t in texts)
+    """)
+    r = sandbox.check_program(program, "SECRET = 'HIDDEN-7'\nassert f() is True")
+    assert not r.passed and "failed assertion" in r.error
