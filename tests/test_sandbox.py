@@ -585,6 +585,101 @@ def test_protocol_fuzz_never_breaks_the_parent(agent):
     assert sandbox.run_workflow(SOLVER, TASKS[:1], agent).samples[0].answer == "q0!"
 
 
+# ------------------------------------------------------------------ issue 12: nothing outlives its call
+
+DAEMON = """
+import ctypes, os, time
+def solution():
+    libc = ctypes.CDLL(None)
+    if libc.fork() == 0:
+        libc.setsid()
+        if libc.fork() == 0:
+            libc.prctl(15, b"NAME", 0, 0, 0)  # PR_SET_NAME, so the test can find it
+            while True:
+                time.sleep(0.05)
+        os._exit(0)
+    time.sleep(0.3)
+    return 1
+"""
+
+
+def _processes_named(name: str) -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if open(f"/proc/{pid}/comm").read().strip() == name:
+                pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def test_setsid_daemon_does_not_outlive_its_call():
+    if not sandbox.sandbox_info()["pid_namespace"]:
+        pytest.skip("no PID namespace here (not root, no user namespaces): a daemon can outlive its call (README)")
+    name = f"w4sd{os.getpid() % 100000}"
+    r = run(DAEMON.replace("NAME", name))
+    survivors = _processes_named(name)
+    for pid in survivors:
+        os.kill(pid, 9)
+    assert r.value == 1 and survivors == []
+
+
+def test_temp_space_is_private_and_capped():
+    if not sandbox.sandbox_info()["pid_namespace"]:
+        pytest.skip("no private tmpfs here (not root, no user namespaces)")
+    fill = textwrap.dedent("""
+        import os
+        def solution():
+            written = 0
+            chunk = b"x" * (1 << 20)
+            try:
+                for i in range(8):  # up to 8 x 48 MB, past the cap
+                    with open(f"/tmp/fill{i}" if i % 2 else f"/dev/shm/fill{i}", "wb") as f:
+                        for _ in range(48):
+                            f.write(chunk)
+                            written += 1
+            except OSError as e:
+                return [written, e.errno]
+            return [written, None]
+    """)
+    r = run(fill, max_memory_mb=256, timeout_s=20)
+    assert r.ok and r.value[1] == 28 and r.value[0] <= sandbox.PRIVATE_TMP_MB, r  # ENOSPC at the cap
+    left = run("import os\ndef solution():\n    return sorted(os.listdir('/tmp')) + sorted(os.listdir('/dev/shm'))")
+    assert [n for n in left.value if n.startswith("fill")] == []
+
+
+def test_execute_code_fan_out_is_bounded(agent, monkeypatch):
+    live, peak, lock = [0], [0], __import__("threading").Lock()
+    real = sandbox.execute_solution
+
+    def counting(*args, **kwargs):  # the real sandbox call, counted
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                live[0] -= 1
+
+    monkeypatch.setattr(sandbox, "execute_solution", counting)
+    code = textwrap.dedent("""
+        import threading
+        def solver(agent, task):
+            out = []
+            def one():
+                out.append(agent.execute_code("import time\\ndef solution():\\n    time.sleep(0.3)\\n    return 1"))
+            threads = [threading.Thread(target=one) for _ in range(6)]
+            [t.start() for t in threads]
+            [t.join() for t in threads]
+            return {"answer": sum(out)}
+    """)
+    run_ = sandbox.run_workflow(code, TASKS, agent, max_memory_mb=2048)
+    assert [s.answer for s in run_.samples] == [6] * 4, run_
+    assert peak[0] == 2048 // sandbox.CODE_CALL_MEMORY_MB
+
+
 def test_program_never_sees_the_hidden_tests():
     # the program's process is forked before the tests reach the sandbox: no frame or object holds them
     program = textwrap.dedent(r"""
@@ -600,3 +695,43 @@ def test_program_never_sees_the_hidden_tests():
     """)
     r = sandbox.check_program(program, "SECRET = 'HIDDEN-7'\nassert f() is True")
     assert not r.passed and "failed assertion" in r.error
+
+
+NOT_ROOT = """
+import json, sys
+sys.path.insert(0, REPO)
+import sandbox
+info = sandbox.sandbox_info()
+r = sandbox.execute_solution("import os\\ndef solution():\\n    return [os.path.exists(p) for p in PATHS]")
+d = sandbox.execute_solution(DAEMON)
+c = sandbox.check_program("def f(x):\\n    return x + 1", "assert f(1) == 2")
+print(json.dumps([info["uid_drop"], info["private_fs"], info["pid_namespace"], r.value, d.value, c.passed]))
+"""
+
+
+def test_not_root_gets_what_readme_says(data_dir):
+    """The sandbox started by a non-root user (uid 65534, via setpriv): with user namespaces (as here) it
+    still hides the data and the repository and kills daemons; without them it says so in sandbox_info."""
+    import shutil
+    import subprocess
+    import sys
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+        pytest.skip("needs root (to start a non-root user with this Python visible) and util-linux")
+    repo = os.path.dirname(os.path.abspath(sandbox.__file__))
+    name = f"w4sn{os.getpid() % 100000}"
+    paths = [str(data_dir / "gsm8k_test.jsonl"), os.path.join(repo, "README.md")]
+    script = NOT_ROOT.replace("REPO", repr(repo)).replace("PATHS", repr(paths)).replace(
+        "DAEMON", repr(DAEMON.replace("NAME", name)))
+    # this Python lives under /root (mode 700): show only it to the non-root user, in a private mount namespace
+    top = "/".join(os.path.realpath(sys.base_prefix).split("/")[:3])
+    expose = f"mkdir -p /mnt/w4s-py && mount --bind {top} /mnt/w4s-py && mount -t tmpfs tmpfs /root && " \
+             f"mkdir -p {top} && mount --bind /mnt/w4s-py {top} && " if top.startswith("/root/") else ""
+    cmd = f"{expose}cd / && exec setpriv --reuid=65534 --regid=65534 --clear-groups {sys.executable} -I -c \"$0\""
+    out = subprocess.run(["unshare", "-m", "sh", "-c", cmd, script], capture_output=True, text=True, timeout=120)
+    survivors = _processes_named(name)
+    for pid in survivors:
+        os.kill(pid, 9)
+    uid_drop, private_fs, pid_ns, visible, daemon, checked = json.loads(out.stdout.strip().splitlines()[-1])
+    assert uid_drop is False and daemon == 1 and checked is True
+    assert visible == ([False, False] if private_fs else [True, True])  # world-readable without a private root
+    assert survivors == [] if pid_ns else True
