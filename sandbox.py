@@ -1158,6 +1158,7 @@ def _drop_capabilities(libc) -> None:
 def _run_call(job: dict) -> dict:
     """A trusted function of the repository (preloaded by the template) on untrusted arguments."""
     import importlib
+    os.environ["W4S_BOUNDED_CALL"] = "1"  # the callee may call its own bounded parts directly
     try:
         fn: Any = importlib.import_module(job["module"])
         for part in job["function"].split("."):
@@ -1252,10 +1253,10 @@ def _register_source(filename: str, code: str) -> None:
 
 
 def _run_code(job: dict, mode: str) -> dict:
-    """execute: run the module, then call solution(); check: run program + tests. Returns the result message."""
+    """execute: run the module, then call solution(). Returns the result message."""
     import builtins
     code = job["code"]
-    filename = "<solution>" if mode == "execute" else "<program>"
+    filename = "<solution>"
     _register_source(filename, code)
     ns: dict = {"__name__": "__sandbox__", "__builtins__": builtins}
     try:
@@ -1275,8 +1276,6 @@ def _run_code(job: dict, mode: str) -> dict:
         return {"kind": "result", "ok": False, "reason": "memory",
                 "error": f"MemoryError: over the memory limit of {job.get('max_memory_mb')} MB {e}".strip()}
     except BaseException as e:  # noqa: BLE001 -- SystemExit, KeyboardInterrupt too: all are the code's errors
-        if mode == "check":
-            return {"kind": "result", "ok": False, "reason": "error", "error": _test_error(e)}
         return {"kind": "result", "ok": False, "reason": "error", "error": _format_tb(e, 20)}
 
 
