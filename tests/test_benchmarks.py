@@ -431,16 +431,13 @@ def test_pathological_code_answer_scores_zero(synthetic_dir):
     assert b.score("def add_one(x: int) -> int:\n    return x + 1\n", e) == 1.0
 
 
-@pytest.mark.parametrize("name", ["drop", "gsm8k", "mgsm", "mmlu_pro", "gsm_hard"])
-def test_long_answers_are_scored_in_a_bounded_process_with_the_same_result(name):
-    example = {"answer": "12" if name != "drop" else ["12"], "options": ["a", "b"], "num_options": 2}
-    if name == "mmlu_pro":
-        example = {"answer": "B", "options": ["a", "b"]}
-    for prediction in ("12", "B", "x " * 3000 + "12"):
-        from benchmarks import _MODULES
-        fn = _MODULES[name].score
-        try:
-            direct = fn.__wrapped__(prediction, example)
-        except Exception:  # noqa: BLE001 -- this scorer cannot read that example shape
-            continue
-        assert fn(prediction, example) == direct
+@pytest.mark.parametrize("name,example", [
+    ("drop", {"answer": ["12"]}), ("gsm8k", {"answer": 12.0}), ("mgsm", {"answer": "12"}),
+    ("mmlu_pro", {"answer": "B", "num_options": 10}), ("gsm_hard", {"answer": 12.0})])
+def test_long_answers_are_scored_in_a_bounded_process_with_the_same_result(name, example):
+    from benchmarks import _MODULES
+    fn = _MODULES[name].score
+    for prediction in ("12", "B", "(B) x " * 400 + "12", ["12"]):  # the last two go to the limited process
+        assert fn(prediction, example) == fn.__wrapped__(prediction, example), prediction
+    if name in ("gsm8k", "mmlu_pro"):
+        assert fn("(B) 12 " * 400, example) == 1.0  # scored there, and right
