@@ -572,7 +572,10 @@ def run_workflow(code: str, tasks: list[dict], agent: Any, *, sample_timeout_s: 
     execute_code, run_public_tests (and test_on_public_test) are requests served here concurrently.
     A sample over `sample_timeout_s` is marked "timeout" and the others go on; past `total_timeout_s`
     (default: enough for every wave of samples, plus 30 s) the process is killed and unfinished samples
-    are marked "timeout". Raises only what the parent's agent raises as BudgetExceeded.
+    are marked "timeout". Every frame from the child is checked first: a malformed one (bad JSON,
+    nesting, size, a field's type or range, a flood of calls) ends the run with reason "protocol_error".
+    At most max_memory_mb // CODE_CALL_MEMORY_MB execute_code/run_public_tests sandboxes of this workflow
+    run at once. Raises only what the parent's agent raises as BudgetExceeded.
 
         run = run_workflow("def solver(agent, task):\\n    return {'answer': 1}", [{"task": "x"}], agent)
     """
