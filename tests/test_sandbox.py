@@ -628,6 +628,15 @@ def test_setsid_daemon_does_not_outlive_its_call():
     assert r.value == 1 and survivors == []
 
 
+def test_sandbox_sees_only_its_own_processes(agent):
+    # each call is its own PID namespace: no other run's sandboxes, no parent to signal
+    if not sandbox.sandbox_info()["pid_namespace"]:
+        pytest.skip("no PID namespace here (not root, no user namespaces)")
+    code = "import os\ndef solver(agent, task):\n    return {'answer': [p for p in os.listdir('/proc') if p.isdigit()]}"
+    assert sandbox.run_workflow(code, TASKS[:1], agent).samples[0].answer == ["1"]
+    assert run("import os\ndef solution():\n    return os.getppid()").value == 0  # its parent is outside
+
+
 def test_temp_space_is_private_and_capped():
     if not sandbox.sandbox_info()["pid_namespace"]:
         pytest.skip("no private tmpfs here (not root, no user namespaces)")
