@@ -986,6 +986,8 @@ def _supervise(fds: list[int], header: dict, uid_drop: bool, base_tasks: int, ca
             sock.close()
             _worker(data, out_fd, workdir, header, uid_drop, base_tasks, call_ns)
             code = 0
+        except BaseException:  # noqa: BLE001 -- a fault of ours: its traceback goes to the call's output
+            traceback.print_exc()
         finally:
             _EXIT(code)
     data.close()
@@ -1117,14 +1119,11 @@ def _worker(sock: socket.socket, out_fd: int, workdir: str, header: dict, uid_dr
             resource.setrlimit(res, (value, value))
         except (ValueError, OSError):
             pass
-    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    if uid_drop:
-        os.setgroups([])
-        os.setgid(SANDBOX_UID)
-        os.setuid(SANDBOX_UID)
-    _drop_capabilities(libc)  # in a user namespace we would still hold them there
+    # check mode: the program's process is forked here, before the job (with the tests) is read, and
+    # while still root when we are: the process limit counts all of uid 65534's sandboxes at once
+    program_link = _fork_program(sock, lambda: _drop_identity(libc, uid_drop)) if mode == "check" else None
+    _drop_identity(libc, uid_drop)
     sys.argv = ["<sandbox>"]
-    program_link = _fork_program(sock) if mode == "check" else None
     job = _recv(sock)
     # RLIMIT_AS last: receiving a large job needs memory too
     mem = int(job.get("max_memory_mb", 1024)) << 20
@@ -1150,6 +1149,15 @@ def _worker(sock: socket.socket, out_fd: int, workdir: str, header: dict, uid_dr
         send(_run_call(job))
     else:
         send(_run_code(job, mode))
+
+
+def _drop_identity(libc, uid_drop: bool) -> None:
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if uid_drop:
+        os.setgroups([])
+        os.setgid(SANDBOX_UID)
+        os.setuid(SANDBOX_UID)
+    _drop_capabilities(libc)  # in a user namespace we would still hold them there
 
 
 def _drop_capabilities(libc) -> None:
@@ -1431,7 +1439,7 @@ class _ProgramFunction:
         raise err
 
 
-def _fork_program(sock: socket.socket) -> socket.socket:
+def _fork_program(sock: socket.socket, drop_identity) -> socket.socket:
     """check mode, before the job (which holds the tests) is read: fork the program's process, so that
     its memory never holds the tests. Returns the tests' end of the link; the program comes through it."""
     import pickle
@@ -1445,6 +1453,7 @@ def _fork_program(sock: socket.socket) -> socket.socket:
             sock.close()  # our channel to the parent: the program never holds it
             os.closerange(3, b.fileno())
             os.closerange(b.fileno() + 1, 4096)
+            drop_identity()
             program, mem = pickle.loads(_recv_bytes(b, MAX_MESSAGE_BYTES))  # from the tests' process
             try:
                 resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
