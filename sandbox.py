@@ -1158,6 +1158,8 @@ def _drop_identity(libc, uid_drop: bool) -> None:
         os.setgid(SANDBOX_UID)
         os.setuid(SANDBOX_UID)
     _drop_capabilities(libc)  # in a user namespace we would still hold them there
+    # not dumpable whatever fs.suid_dumpable says: no same-uid process may trace or read this one
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _drop_capabilities(libc) -> None:
