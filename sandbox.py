@@ -465,10 +465,13 @@ def check_program(program: str, test_code: str, timeout_s: float = 10.0, *,
 
         check_program("def add(a, b): return a + b", "assert add(1, 2) == 3").passed  # True
     """
-    job = {"mode": "check", "code": program, "tests": test_code, "timeout_s": float(timeout_s),
-           "max_memory_mb": int(max_memory_mb), "entry_points": _entry_points(test_code, entry_point)}
+    # timeout_s is CPU time (each process), so a loaded machine does not fail a slow but correct
+    # program; the wall-clock limit (3x, plus 5 s) is the backstop for one that sleeps or waits
+    job = {"mode": "check", "code": program, "tests": test_code, "cpu_s": float(timeout_s),
+           "timeout_s": 3 * float(timeout_s) + 5, "max_memory_mb": int(max_memory_mb),
+           "entry_points": _entry_points(test_code, entry_point)}
     result, ex = _run_simple(job)
-    if ex.get("timed_out") or ex.get("signal") == signal.SIGXCPU:
+    if ex.get("timed_out") or ex.get("signal") == signal.SIGXCPU or (result or {}).get("reason") == "timeout":
         return TestResult(False, f"timed out after {timeout_s:g} s", True)
     if result is not None:
         return TestResult(result["ok"], result.get("error"), False)
@@ -1441,7 +1444,7 @@ class _ProgramFunction:
         raise err
 
 
-def _fork_program(sock: socket.socket, drop_identity) -> socket.socket:
+def _fork_program(sock: socket.socket, drop_identity) -> tuple[socket.socket, int]:
     """check mode, before the job (which holds the tests) is read: fork the program's process, so that
     its memory never holds the tests. Returns the tests' end of the link; the program comes through it."""
     import pickle
@@ -1468,18 +1471,34 @@ def _fork_program(sock: socket.socket, drop_identity) -> socket.socket:
         finally:
             _EXIT(code)
     b.close()
-    return a
+    return a, pid
 
 
-def _run_check(job: dict, a: socket.socket) -> dict:
+def _program_ran_out_of_time(pid: int) -> bool:
+    """Whether the program's process was ended by its CPU limit (it is gone, or about to be)."""
+    for _ in range(50):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.WIFSIGNALED(status) and os.WTERMSIG(status) in (signal.SIGXCPU, signal.SIGKILL)
+        time.sleep(0.01)
+    return False
+
+
+def _run_check(job: dict, program: tuple[socket.socket, int]) -> dict:
     """The tests' process: it sends the program to the program's process (forked before the tests were
     read), then runs the tests here with the program's names bound to _ProgramFunction. This process
     never runs model code and, being non-dumpable, cannot be traced or read by the program's process."""
     import builtins
     import importlib
     import pickle
+    a, pid = program
     _send_bytes(a, pickle.dumps((job["code"], int(job.get("max_memory_mb", 1024)) << 20)))
-    fail = lambda error: {"kind": "result", "ok": False, "reason": "error", "error": error}  # noqa: E731
+
+    def fail(error: str) -> dict:
+        if _program_ran_out_of_time(pid):
+            return {"kind": "result", "ok": False, "reason": "timeout", "error": "the program ran out of time"}
+        return {"kind": "result", "ok": False, "reason": "error", "error": error}
+
     try:
         first = _plain_loads(_recv_bytes(a))
     except Exception as e:  # noqa: BLE001 -- it died or sent garbage while loading
