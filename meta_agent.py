@@ -46,7 +46,7 @@ from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, CacheError, Ledger, 
                       parse_args, redact_url)
 
 FAILURE_REASONS = ("no_code_block", "syntax_error", "no_solver", "runtime_error", "timeout", "bad_return",
-                   "bad_request", "zero_accuracy")
+                   "bad_request", "protocol_error", "zero_accuracy")
 # Fences count only at the start of a line (Markdown allows 3 spaces): a workflow may hold "```" in a string.
 _OPEN_FENCE = re.compile(r"^ {0,3}```[ \t]*(?:python3?|py)?[ \t]*\r?\n", re.MULTILINE | re.IGNORECASE)
 _CLOSE_FENCE = re.compile(r"^ {0,3}```[ \t]*\r?$", re.MULTILINE)
