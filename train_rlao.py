@@ -1,6 +1,6 @@
 """Stage 2 of W4S: train the weak meta-agent on its own trajectories by reward-weighted regression (RLAO).
 
-Reads  runs/<run>/trajectories.jsonl (one or more; written by collect.py, format in DESIGN.md).
+Reads  runs/<run>/trajectories.jsonl (one or more; written by collect.py, format in the README).
 Writes checkpoints/<run>/: train_config.json, metrics.jsonl, step_<N>/ (a Hugging Face model folder plus
        train_state.pt and optimizer/, written atomically every --save-every steps) and, at the end, the final model at the
        top of the folder (config, safetensors, tokenizer, generation config): `from_pretrained` and
