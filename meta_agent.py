@@ -485,6 +485,9 @@ def read_jsonl(path: Path, *, cut_torn_tail: bool = True) -> list[dict]:
     with open(path, "rb") as f:
         lines = f.readlines()
     for number, line in enumerate(lines, 1):
+        if not line.strip():  # a blank line holds no record
+            good_bytes += len(line)
+            continue
         try:
             records.append(json.loads(line))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
