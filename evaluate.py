@@ -61,6 +61,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+import estimate
 import prompts
 import sandbox
 from benchmarks import BENCHMARKS, load_benchmark
@@ -113,11 +114,17 @@ class Args:
     split: Literal["valid", "test"] = field(default="valid", metadata={"help": "single mode: the split to score"})
     limit: int = field(default=0, metadata={"help": "single mode: use the first N examples (0: all)"})
     json: bool = field(default=False, metadata={"help": "single mode: print one JSON object"})
+    # --estimate: print what the run will take and exit, no call made (estimate.py).
+    estimate: bool = field(default=False, metadata={"help": "print calls, tokens, dollars and hours of this run and exit (no call)"})
+    latency_s: float = field(default=3.0, metadata={"help": "--estimate: mean seconds per executor call"})
+    meta_latency_s: float = field(default=50.0, metadata={"help": "--estimate: mean seconds per meta-agent call"})
+    call_profile: str | None = field(default=None, metadata={"help": "--estimate: per-sample call counts (default call_profile.json)"})
 
 
 # Flags that may change between a run and its resume: they do not change what a finished line means.
 RESUMABLE_CHANGES = {"benchmarks", "executor_models", "methods", "seeds", "budget_usd", "max_concurrency",
-                     "max_parallel_candidates", "progress", "num_bootstrap", "executor_base_url", "meta_base_url"}
+                     "max_parallel_candidates", "progress", "num_bootstrap", "executor_base_url", "meta_base_url",
+                     "estimate", "latency_s", "meta_latency_s", "call_profile"}
 SINGLE_MODE = {"workflow", "benchmark", "split", "limit", "json"}
 
 
@@ -358,11 +365,28 @@ def score_single(args: Args) -> int:
     return 0
 
 
+def print_estimate(args: Args) -> int:
+    """--estimate: the run's calls, tokens, dollars and hours from its plan and the call profile."""
+    profile = estimate.load_profile(args.call_profile)
+    benches = {name: load_benchmark(name, args.data_dir) for name in args.benchmarks}
+    sizes = {name: (len(b.examples("valid")[: args.limit_valid or None]), len(b.examples("test")[: args.limit_test or None]))
+             for name, b in benches.items()}
+    est = estimate.estimate_evaluate(
+        sizes=sizes,
+        executor_models=args.executor_models, meta_model=args.meta_model, seeds=args.seeds, methods=args.methods,
+        iterations=args.iterations, num_candidates=args.num_candidates, max_concurrency=args.max_concurrency,
+        latency_s=args.latency_s, meta_latency_s=args.meta_latency_s, profile=profile)
+    print(estimate.format_estimate("evaluate", est, profile.get("source", "the call profile")))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(Args, argv)
     check_args(args)
     if args.workflow:
         return score_single(args)
+    if args.estimate:
+        return print_estimate(args)
 
     # --- setup: run dir, config, seed, what is already done -----------------------------------------
     out = Path(args.out_dir) if args.out_dir else Path("results") / args.run

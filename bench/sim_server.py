@@ -374,12 +374,21 @@ def _role(code: str, rng: random.Random) -> str:
 _EDITS = (_more_samples, _add_reasoning, _add_verification, _temperature, _role)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A stage killed on purpose (the resume check) drops its connections: not the simulator's error.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class SimServer:
     """The simulator behind a threaded HTTP server on 127.0.0.1 (POST /v1/chat/completions, GET /v1/models)."""
 
     def __init__(self, simulator: Simulator, port: int = 0):
         self.sim = simulator
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._httpd = _QuietServer(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
         self._httpd.request_queue_size = 1024
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
@@ -416,7 +425,10 @@ class SimServer:
                 self._send(200, {"object": "list", "data": [{"id": "sim", "object": "model"}]})
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                except (ValueError, OSError):  # a client killed mid-request
+                    return self._send(400, {"error": {"message": "body is not JSON"}})
                 status, payload, sleep_s, headers = sim.respond(body)
                 time.sleep(sleep_s)
                 self._send(status, payload, headers)
