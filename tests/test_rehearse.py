@@ -188,3 +188,97 @@ def test_estimate_cli_makes_no_call_and_writes_nothing(script, data_dir, tmp_pat
     assert "estimate (no call made" in out.stdout and "calls" in out.stdout and " h at 32 requests" in out.stdout
     assert "$" in out.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.json"]  # no run folder, no cache
+
+
+# ----------------------------------------------------------------------------------------------------
+# The concurrent job scheduler of evaluate.py
+
+def test_run_jobs_runs_side_by_side_within_the_limit_and_stops_on_budget():
+    import threading
+    import evaluate
+    from executor import BudgetExceeded
+    lock, state = threading.Lock(), {"now": 0, "peak": 0, "started": []}
+    barrier = threading.Barrier(3, timeout=30)  # the first three can only pass if they run at once
+
+    def job(i):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            state["started"].append(i)
+        try:
+            if i < 3:
+                barrier.wait()
+            if i == 7:
+                raise BudgetExceeded("spent")
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    assert evaluate.run_jobs(list(range(12)), job, max_parallel=3, progress=False) == 3
+    assert state["peak"] == 3
+    started = state["started"]
+    assert sorted(started[:3]) == [0, 1, 2] and 7 in started and len(started) == len(set(started))
+    assert len(started) <= 7 + 3  # after the stop, no job beyond those already running starts
+
+    with pytest.raises(ZeroDivisionError):  # a bug is raised, after the running jobs end
+        evaluate.run_jobs([0, 1], lambda i: 1 / i, max_parallel=2, progress=False)
+
+
+def test_request_cap_hands_slots_to_the_lowest_priority_number_first():
+    import threading
+    import evaluate
+    cap = evaluate.RequestCap(1)
+    cap.acquire(1)  # the only slot is taken: the next ones queue
+    order, threads = [], []
+    for i, priority in enumerate([2, 2, 0, 1]):
+        t = threading.Thread(target=lambda i=i, p=priority: (cap.acquire(p), order.append(i), cap.release()))
+        t.start()
+        threads.append(t)
+        while len(cap._waiting) < i + 1:  # queued in this order before the slot frees
+            threading.Event().wait(0.01)
+    cap.release()
+    for t in threads:
+        t.join(timeout=30)
+    assert order == [2, 3, 0, 1] and cap.busy == 0
+
+
+def test_concurrent_evaluate_same_lines_and_resume_after_kill(index, data_dir, tmp_path):
+    import signal
+    import time
+    sim = S.Simulator(index, S.SimConfig(time_scale=0.001))
+    with S.SimServer(sim) as srv:
+        def evaluate(where, parallel, kill_after_lines=None):
+            where.mkdir(exist_ok=True)
+            cmd = [sys.executable, str(ROOT / "evaluate.py"), "--run", "t", "--benchmarks", "gsm8k", "mmlu_pro",
+                   "--executor-models", "gpt-4o-mini", "--executor-base-url", srv.base_url, "--meta-model", "sim-meta",
+                   "--meta-base-url", srv.base_url, "--limit-valid", "2", "--limit-test", "3", "--iterations", "2",
+                   "--max-repairs", "1", "--max-parallel-jobs", str(parallel), "--no-progress",
+                   "--data-dir", str(data_dir), "--num-bootstrap", "10"]
+            proc = subprocess.Popen(cmd, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            results = where / "results" / "t" / "results.jsonl"
+            while kill_after_lines and proc.poll() is None:
+                if results.exists() and len(results.read_text().splitlines()) >= kill_after_lines:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.05)
+            out = proc.communicate(timeout=240)[0].decode()
+            return proc.returncode, out, [json.loads(line) for line in results.read_text().splitlines()]
+
+        rc, out, sequential = evaluate(tmp_path / "seq", 1)
+        assert rc == 0, out[-2000:]
+        rc, _, partial = evaluate(tmp_path / "par", 8, kill_after_lines=2)
+        assert rc == -signal.SIGKILL and 2 <= len(partial) < 14
+        rc, out, concurrent = evaluate(tmp_path / "par", 8)
+        assert rc == 0, out[-2000:]
+    key = lambda r: (r["benchmark"], r["method"])  # noqa: E731
+    assert len(concurrent) == len({key(r) for r in concurrent}) == 14  # one line per job, none twice
+    assert [r for r in concurrent[: len(partial)]] == partial  # finished lines are kept as they were
+    seq = {key(r): r for r in sequential}
+    for r in concurrent:
+        assert r["n"] == seq[key(r)]["n"] == 3
+        if r["method"] in ("vanilla", "cot", "cot_sc", "llm_debate"):  # fixed calls per sample: each job's own
+            assert r["calls"] == r["test_calls"] == seq[key(r)]["calls"] == 3 * (5 if r["method"] == "llm_debate" else 1)
+        if r["method"] == "w4s":
+            traj = [json.loads(line) for line in (tmp_path / "par" / "results" / "t" / r["trajectory"]).read_text().splitlines()]
+            assert sorted(t["turn"] for t in traj) == [0, 1] and r["meta_calls"] >= 1
