@@ -28,7 +28,9 @@ Protocol (clean by construction):
 
 Deliberate simplifications and limits:
 1. One W4S episode per (benchmark, executor, seed), m = --num-candidates actions per turn (default 1).
-2. Jobs run one after another; the samples of one workflow run concurrently (--max-concurrency).
+2. Jobs run side by side (--max-parallel-jobs, W4S searches first: they are the longest chains) under one
+   cap of --max-concurrency executor requests in flight, shared by every job and executor model; a
+   waiting W4S request goes before the others. Each job counts its own calls (JobLedger).
 3. --seeds vary everything sampled: the meta-agent's actions, the feedback's failure cases and the
    executor's samples (the seed is part of every executor call's cache key), so the CI over seeds covers
    run-to-run variation of baselines and W4S alike. Seed 0 is the default stream, shared with
@@ -36,7 +38,8 @@ Deliberate simplifications and limits:
 
 Resume: rerun the same command. Finished lines are skipped, a W4S episode continues from its trajectory
 file, and the response cache replays every call already made. Ctrl-C or --budget-usd stops cleanly and the
-table is written from the lines finished so far.
+table is written from the lines finished so far (lines are written whole, one at a time).
+--estimate prints the run's calls, tokens, dollars and hours (estimate.py) and exits, with no call made.
 
     python evaluate.py --run smoke --benchmarks gsm8k --iterations 2 --limit-valid 16 --limit-test 32 \
         --max-new-tokens 512 --executor-max-tokens 256        # CPU, embedded SmolLM2 (not paper numbers)

@@ -212,6 +212,15 @@ def main(argv=None) -> int:
             run = out / "runs" / "rehearse"
             report["collect"] = stage_report(stage, run / "calls.jsonl", run / "meta_calls.jsonl", COLLECT_MODEL,
                                              sim, before, a, [run / "trajectories.jsonl"], [run, out / "cache"])
+            c_sim, c_meta = report["collect"]["sim_executor"], report["collect"]["sim_meta"]
+            c_lat = c_sim.get("sim_latency_ms", 0) / 1000 / max(c_sim.get("requests", 1), 1)
+            c_meta_lat = c_meta.get("sim_latency_ms", 0) / 1000 / max(c_meta.get("requests", 1), 1)
+            measured_collect = collect_profile(run, {b: valid_n[b] for b in TRAIN_BENCHMARKS}, {}, 5)
+            c_chain = estimate.estimate_collect(
+                sizes={b: valid_n[b] for b in TRAIN_BENCHMARKS}, executor_model=COLLECT_MODEL, meta_model=META_MODEL,
+                num_episodes=4, num_turns=10, num_candidates=5, max_concurrency=a.max_concurrency, latency_s=c_lat,
+                meta_latency_s=c_meta_lat, profile={"collect": measured_collect})["chain_hours"] * 3600
+            report["collect"]["projected"] = projected(stage, c_sim, a.max_concurrency, a.time_scale, c_chain)
             summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
             report["collect"]["failures"] = summary.get("failed_by_reason", {})
             if est:
@@ -253,9 +262,13 @@ def main(argv=None) -> int:
                  "killed_after_s": first["wall_s"], "lines_at_kill": lines_at_kill, "first_rc": first["rc"]}
         rows = [json.loads(line) for line in open(results / "results.jsonl")]
         keys = Counter((r["benchmark"], r["executor_model"], r["method"], r["seed"]) for r in rows)
-        repeated = sum(sim.stats.answered_count[d] - n for d, n in counts_at_kill.items()
-                       if sim.stats.answered_count[d] > n and times_at_kill[d] < kill_time - 2.0)
-        stage.update(lines=len(rows), duplicate_lines=sum(n - 1 for n in keys.values()), repeated_calls=repeated)
+        # A request answered well before the kill (2 s: its reply was cached by then) and sent again after it.
+        # A workflow that repeats an identical call legitimately sends the same body for a new sample.
+        again = {d: sim.stats.answered_count[d] - n for d, n in counts_at_kill.items()
+                 if sim.stats.answered_count[d] > n and times_at_kill[d] < kill_time - 2.0}
+        stage.update(lines=len(rows), duplicate_lines=sum(n - 1 for n in keys.values()),
+                     repeated_calls=sum(again.values()),
+                     repeated_examples=[sim.stats.described.get(d, "") for d in list(again)[:5]])
         trajs = sorted((results / "trajectories").glob("*.jsonl"))
         report["evaluate"] = stage_report(stage, results / "calls.jsonl", results / "meta_calls.jsonl", EVAL_MODEL,
                                           sim, before, a, trajs, [results, out / "cache"])
@@ -321,7 +334,7 @@ def print_stage(name: str, r: dict) -> None:
     print(f"   simulator: executor {r['sim_executor']} | meta {r['sim_meta']}")
     print(f"   projected at real latency: {r['projected']}")
     print(f"   failures: {r.get('failures')}")
-    for k in ("lines", "duplicate_lines", "repeated_calls", "lines_at_kill", "killed_after_s", "floor_s", "wall_over_floor"):
+    for k in ("lines", "duplicate_lines", "repeated_calls", "repeated_examples", "lines_at_kill", "killed_after_s", "floor_s", "wall_over_floor"):
         if k in r:
             print(f"   {k}: {r[k]}")
     if "estimate_vs_measured" in r:

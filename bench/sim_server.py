@@ -192,6 +192,7 @@ class Stats:
     by_model: dict = field(default_factory=lambda: defaultdict(Counter))
     answered: dict = field(default_factory=dict)  # body hash -> time of its last 200 reply
     answered_count: Counter = field(default_factory=Counter)
+    described: dict = field(default_factory=dict)  # body hash -> a short description (diagnosing repeats)
 
     def summary(self) -> dict:
         return {m: dict(c) for m, c in self.by_model.items()}
@@ -245,6 +246,9 @@ class Simulator:
             stats["sim_latency_ms"] += int(1000 * latency)
             self.stats.answered[digest] = time.time()
             self.stats.answered_count[digest] += 1
+            if digest not in self.stats.described:
+                last = str(messages[-1].get("content", "")) if messages else ""
+                self.stats.described[digest] = f"{model} n={n} msgs={len(messages)} seed={body.get('seed')}: {last[:80]!r}"
         payload = {"id": f"sim-{digest:x}-{occurrence}", "object": "chat.completion", "created": 0, "model": model,
                    "choices": [{"index": j, "finish_reason": "stop", "message": {"role": "assistant", "content": c}}
                                for j, c in enumerate(contents)],
@@ -331,9 +335,9 @@ class Simulator:
         elif broken == "runtime_error":
             code = re.sub(r"(def solver\([^)]*\):\n)", r"\1    _draft_votes = _draft_tally(task)\n", code, count=1)
         target = rng.randint(1000, 3000)  # action tokens
-        analysis = filler(rng, max(150, target - tokens(code)))
         if broken == "no_code_block":
-            return f"Analysis:\n{analysis}\n\nThe new workflow samples more solutions and verifies them."
+            return f"Analysis:\n{filler(rng, target)}\n\nThe new workflow samples more solutions and verifies them."
+        analysis = filler(rng, max(150, target - tokens(code)))
         return f"Analysis:\n{analysis}\n\n```python\n{code}```\n"
 
     def _edit_workflow(self, state: str, rng: random.Random) -> str:
@@ -345,7 +349,7 @@ class Simulator:
         code = (max(archive, key=lambda a: a[1]) if u < 0.6 else archive[-1] if u < 0.8 else rng.choice(archive))[0]
         for _ in range(rng.randint(1, 2)):
             code = rng.choice(_EDITS)(code, rng)
-        return code
+        return _reword(code, rng)
 
 
 def _more_samples(code: str, rng: random.Random) -> str:
@@ -369,6 +373,18 @@ def _temperature(code: str, rng: random.Random) -> str:
 def _role(code: str, rng: random.Random) -> str:
     return re.sub(r'agent_role="([^"]*)"', lambda m: f'agent_role="meticulous {m.group(1)}"', code, count=1) \
         if "meticulous" not in code else code
+
+
+_OPENERS = ("Read the problem twice.", "Keep the final answer short.", "Use the exact format asked for.",
+            "Mind the units.", "Quote the numbers you use.", "Write the working in order.", "Stay on the question.",
+            "Be concise.", "Name the quantities first.", "State the final result plainly.", "Avoid guessing.",
+            "Think about edge cases.")
+
+
+def _reword(code: str, rng: random.Random) -> str:
+    """Every action rewords its first instruction (as a real meta-agent does): its own requests."""
+    sentence = " ".join(rng.sample(_OPENERS, 2))
+    return code.replace("instructions=", f'instructions="{sentence} " + ', 1)
 
 
 _EDITS = (_more_samples, _add_reasoning, _add_verification, _temperature, _role)
