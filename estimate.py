@@ -106,8 +106,8 @@ def estimate_evaluate(*, sizes: dict[str, tuple[int, int]], executor_models: lis
                         _add(totals, "executor", _scale(p["seeds_valid"], n_valid))
                     if method != "w4s":
                         continue
-                    # the seeds' validation scores are cache hits when best_seed ran first (same seed)
-                    _add(totals, "executor", _scale(p["seeds_valid"], n_valid), paid="best_seed" not in methods)
+                    # the seeds' validation pass again: best_seed and W4S start side by side, so both pay
+                    _add(totals, "executor", _scale(p["seeds_valid"], n_valid))
                     turns = iterations * num_candidates / m0
                     _add(totals, "executor", _scale(p["w4s_search"], n_valid * iterations * num_candidates))
                     _add(totals, "meta", _scale(p["meta"], turns))

@@ -149,9 +149,8 @@ def test_estimate_is_the_plans_arithmetic():
                                      seeds=[0, 1], methods=methods, iterations=3, num_candidates=1, max_concurrency=8,
                                      latency_s=2.0, meta_latency_s=10.0, profile=PROFILE)
     per_seed_test = 10 * (1 + 1 + 1 + 4 + 5 + 1 + 2)
-    per_seed_valid = 4 * 3 + 4 * 3 + 3 * 4 * 2  # best_seed seeds, w4s seeds (cached), 3 turns x 4 examples x 2
-    assert est["executor"]["calls"] == pytest.approx(2 * (per_seed_test + per_seed_valid))
-    assert est["executor"]["paid_calls"] == pytest.approx(2 * (per_seed_test + per_seed_valid - 12))
+    per_seed_valid = 4 * 3 + 4 * 3 + 3 * 4 * 2  # best_seed's seeds, W4S's seeds, 3 turns x 4 examples x 2
+    assert est["executor"]["calls"] == est["executor"]["paid_calls"] == pytest.approx(2 * (per_seed_test + per_seed_valid))
     assert est["meta"]["calls"] == pytest.approx(2 * 3 * 1.5)
     paid = est["executor"]
     assert paid["paid_usd"] == pytest.approx((paid["paid_prompt_tokens"] * 0.15 + paid["paid_completion_tokens"] * 0.60) / 1e6,
