@@ -91,7 +91,7 @@ COLLECT_ARGS = --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(TRAIN_BENCHMAR
 	--executor-model $(TRAIN_EXECUTOR) $(COLLECT_FLAGS)
 EVAL_ARGS = --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(EVAL_BENCHMARKS) \
 	--meta-model checkpoints/$(RUN) $(if $(EVAL_META_BASE_URL),--meta-base-url $(EVAL_META_BASE_URL)) \
-	--executor-models $(EVAL_EXECUTORS) $(EVAL_FLAGS)
+	--executor-models $(EVAL_EXECUTORS) --train-benchmarks $(TRAIN_BENCHMARKS) $(EVAL_FLAGS)
 
 collect: $(STAMP)
 	$(PY) $(ROOT)collect.py $(COLLECT_ARGS)

@@ -3,7 +3,7 @@
 Reads   benchmark validation splits (benchmarks/), the meta-agent and executor (any OpenAI-compatible
         endpoint, a checkpoint folder, or the embedded SmolLM2 default).
 Writes  runs/<run>/config.json        everything needed to rerun (a changed config refuses to resume)
-        runs/<run>/trajectories.jsonl one line per turn (DESIGN.md format), appended and flushed per turn
+        runs/<run>/trajectories.jsonl one line per turn (format in the README), appended and flushed per turn
         runs/<run>/calls.jsonl        executor audit log; meta_calls.jsonl for the meta-agent
         runs/<run>/workflows/         every scored workflow as a .py file, validation accuracy on top
         runs/<run>/summary.json       turns, candidates ok/failed by reason, rewards, best accuracy, cost
@@ -13,7 +13,9 @@ state, all are kept and rewarded (1: beats the best so far, 0.5: beats the previ
 
 Simplifications, on purpose:
 1. The paper's exact training benchmarks are not public; the default is MGSM and GSM-Plus (validation
-   splits only), a choice in the spirit of the paper (math, disjoint from the GSM8K/GSM-Hard tests).
+   splits only), a choice in the spirit of the paper. They are NOT disjoint from the evaluation tests:
+   MGSM translates GSM8K test questions and GSM-Plus perturbs them. The overlap with every test split is
+   printed at start, and evaluate.py labels each benchmark seen / unseen / overlapping.
 2. Episodes run one after another; the m candidates of a turn are evaluated concurrently.
 
 Resume: rerun the same command. Finished turns are skipped, a half-written last line is dropped, and the
@@ -39,8 +41,10 @@ from tqdm import tqdm
 
 import estimate
 from benchmarks import load_benchmark
+from benchmarks.overlap import overlap_report
 from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, parse_args
-from meta_agent import Policy, WorkflowEnv, check_run_config, read_jsonl, run_episode
+from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, WorkflowEnv, check_run_config, load_benchmarks,
+                        read_jsonl_or_exit, run_episode)
 
 
 @dataclass
@@ -59,6 +63,8 @@ class Args:
     max_new_tokens: int = field(default=4096, metadata={"help": "meta-agent max new tokens per action"})
     executor_max_tokens: int = field(default=4096, metadata={"help": "executor max tokens per call"})
     history_window: int = field(default=0, metadata={"help": "advanced workflows kept in the state (0: all)"})
+    state_max_tokens: int = field(default=DEFAULT_STATE_MAX_TOKENS,
+                                  metadata={"help": "token budget of the state: the oldest advanced workflows leave it first"})
     low_acc_penalty: bool = field(default=False, metadata={"help": "reward -0.1 below 30%% accuracy (official code)"})
     max_repairs: int = field(default=3, metadata={"help": "repairs asked for a failing candidate (paper: 3)"})
     limit_valid: int = field(default=0, metadata={"help": "use the first N validation examples (0: all)"})
@@ -142,15 +148,21 @@ def main() -> None:
         print_estimate(args)
         return
 
-    # --- setup: run dir, config, seed -------------------------------------------------------------
+    # --- setup: benchmarks (checked before anything is written), run dir, config, seed ----------------
+    benches = load_benchmarks(args.benchmarks, args.data_dir)
     out = Path("runs") / args.run
-    (out / "workflows").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     check_run_config(out / "config.json", asdict(args), RESUMABLE_CHANGES)
+    (out / "workflows").mkdir(exist_ok=True)
     random.seed(args.seed)
     np.random.seed(args.seed)
     traj_path = out / "trajectories.jsonl"
-    done = read_jsonl(traj_path)
+    done = read_jsonl_or_exit(traj_path)
     print(f"collect: run {out} | {len(done)} turns already recorded | config {json.dumps(asdict(args))}")
+    # Training items that share a question with an evaluation test split (MGSM translates GSM8K test items,
+    # GSM-Plus perturbs them): their gold answers reach the meta-agent through the feedback.
+    train_items = [e for b in benches for e in b.examples("valid")[: args.limit_valid or None]]
+    print(overlap_report(train_items, args.data_dir))
 
     # --- build the executor, the meta-agent and the benchmarks --------------------------------------
     cache = ResponseCache("cache/llm.sqlite") if args.cache else None
@@ -160,7 +172,6 @@ def main() -> None:
                    max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens)
     policy = Policy(LLM(args.meta_model, args.meta_base_url, cache=cache, ledger=meta_ledger),
                     temperature=args.temperature, max_new_tokens=args.max_new_tokens)
-    benches = [load_benchmark(name, args.data_dir) for name in args.benchmarks]
 
     # --- rollout: benchmarks x episodes, one record per turn -----------------------------------------
     t0, status = time.time(), 0
@@ -182,7 +193,8 @@ def main() -> None:
                 env = WorkflowEnv(description=bench.description, kind=bench.kind, score=bench.score,
                                   valid_examples=bench.examples("valid")[: args.limit_valid or None],
                                   agent=Agent(executor), seed=args.seed, episode=episode,
-                                  history_window=args.history_window, low_acc_penalty=args.low_acc_penalty,
+                                  history_window=args.history_window, state_max_tokens=args.state_max_tokens,
+                                  low_acc_penalty=args.low_acc_penalty,
                                   max_repairs=args.max_repairs,
                                   sample_timeout_s=args.sample_timeout_s, max_concurrency=args.max_concurrency,
                                   progress=args.progress)

@@ -72,10 +72,12 @@ from tqdm import tqdm
 import estimate
 import prompts
 import sandbox
-from benchmarks import BENCHMARKS, load_benchmark
+from benchmarks import BENCHMARKS
+from benchmarks.overlap import overlap_counts
 from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, cost_usd as list_price,
                       is_local_model, parse_args)
-from meta_agent import Policy, WorkflowEnv, check_run_config, read_jsonl, run_episode, solver_inputs
+from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, Scored, WorkflowEnv, check_run_config, load_benchmarks,
+                        read_jsonl, read_jsonl_or_exit, record_usage, run_episode, score_workflow as score_on)
 
 BASELINES = ("vanilla", "cot", "cot_sc", "self_refine", "llm_debate")
 METHODS = BASELINES + ("best_seed", "w4s")
@@ -107,6 +109,10 @@ class Args:
     max_new_tokens: int = field(default=4096, metadata={"help": "meta-agent max new tokens per action"})
     executor_max_tokens: int = field(default=4096, metadata={"help": "executor max tokens per call"})
     history_window: int = field(default=0, metadata={"help": "advanced workflows kept in the meta-agent's state (0: all)"})
+    state_max_tokens: int = field(default=DEFAULT_STATE_MAX_TOKENS,
+                                  metadata={"help": "token budget of the meta-agent's state: the oldest advanced workflows leave it first"})
+    train_benchmarks: list[str] = field(default_factory=lambda: ["mgsm", "gsm_plus"],
+                                        metadata={"help": "what the meta-agent was trained on (validation splits), for the seen/unseen/overlap label; 'none' for an untrained or API meta-agent"})
     max_repairs: int = field(default=3, metadata={"help": "repairs asked for a failing W4S candidate (paper: 3)"})
     sample_timeout_s: float = field(default=300.0, metadata={"help": "time limit per sample of a workflow"})
     max_concurrency: int = field(default=32, metadata={"help": "concurrent executor requests / samples"})
@@ -133,7 +139,7 @@ class Args:
 # Flags that may change between a run and its resume: they do not change what a finished line means.
 RESUMABLE_CHANGES = {"benchmarks", "executor_models", "methods", "seeds", "budget_usd", "max_concurrency",
                      "max_parallel_candidates", "progress", "num_bootstrap", "executor_base_url", "meta_base_url",
-                     "estimate", "latency_s", "meta_latency_s", "call_profile", "max_parallel_jobs"}
+                     "train_benchmarks", "estimate", "latency_s", "meta_latency_s", "call_profile", "max_parallel_jobs"}
 SINGLE_MODE = {"workflow", "benchmark", "split", "limit", "json"}
 
 
@@ -143,6 +149,7 @@ def check_args(args: Args) -> None:
     bad = [b for b in names if b not in BENCHMARKS]
     if args.workflow and not args.benchmark:
         sys.exit("error: --workflow needs --benchmark NAME")
+    bad += [b for b in args.train_benchmarks if b not in BENCHMARKS and b != "none"]
     if bad:
         sys.exit(f"error: unknown benchmark(s) {bad}; choose from {list(BENCHMARKS)}")
     if unknown := [m for m in args.methods if m not in METHODS]:
@@ -156,39 +163,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
 
-@dataclass
-class Scored:
-    """A workflow scored on a list of examples: per-example scores and what the executor spent."""
-    accuracy: float
-    scores: list[float]
-    calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    failures: dict[str, int]
-    wall_s: float
-
-
 def score_workflow(code: str, examples: list[dict], bench, agent: Agent, args: Args) -> Scored:
-    """Run `code` on `examples` in the sandbox (the workflow sees only solver_inputs) and score it."""
-    t0 = time.time()
-    run = sandbox.run_workflow(code, [solver_inputs(e) for e in examples], agent,
-                               sample_timeout_s=args.sample_timeout_s, max_concurrency=args.max_concurrency)
-    # A budget stop or a dead endpoint aborts the job; it must not be recorded as a bad workflow.
-    if agent.llm.ledger is not None:
-        agent.llm.ledger.check_budget()
-    errors = [s.error or "" for s in run.samples]
-    if errors and all("LLMError" in e or "BudgetExceeded" in e for e in errors):
-        raise LLMError(f"every sample failed on an executor call; the first error: {errors[0][-500:]}")
-    scores = [0.0 if s.error is not None else float(bench.score(s.answer, e)) for s, e in zip(run.samples, examples)]
-    failures = Counter(s.reason or run.reason or "runtime_error" for s in run.samples if s.error is not None)
-    if len(scores) < len(examples):  # the whole child failed before returning every sample
-        failures[run.reason or "crash"] += len(examples) - len(scores)
-        scores += [0.0] * (len(examples) - len(scores))
-    return Scored(accuracy=sum(scores) / len(scores) if scores else 0.0, scores=scores,
-                  calls=sum(s.calls for s in run.samples), prompt_tokens=sum(s.prompt_tokens for s in run.samples),
-                  completion_tokens=sum(s.completion_tokens for s in run.samples),
-                  cost_usd=sum(s.cost_usd for s in run.samples), failures=dict(failures), wall_s=time.time() - t0)
+    """meta_agent.score_workflow with this run's limits: the one scoring path of W4S and evaluation."""
+    return score_on(code, examples, bench.score, agent, sample_timeout_s=args.sample_timeout_s,
+                    max_concurrency=args.max_concurrency)
 
 
 def bootstrap_ci(scores: np.ndarray, num_resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
@@ -211,10 +189,11 @@ def bootstrap_ci(scores: np.ndarray, num_resamples: int = 1000, seed: int = 0) -
 EMPTY_USAGE = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
 
 
-def usage_since(ledger: Ledger, before: dict, model: str) -> dict:
-    """Calls, tokens, list-price and paid dollars a ledger recorded since `before` (a summary())."""
-    now = ledger.summary()
-    d = {k: now[k] - before[k] for k in ("calls", "prompt_tokens", "completion_tokens")}
+def usage_since(ledger: Ledger, before: dict, model: str, extra: dict | None = None) -> dict:
+    """Calls, tokens, list-price and paid dollars a ledger recorded since `before` (a summary()), plus
+    `extra` calls and tokens recorded by an earlier process (the W4S turns replayed on a resume)."""
+    now, extra = ledger.summary(), extra or {}
+    d = {k: now[k] - before[k] + extra.get(k, 0) for k in ("calls", "prompt_tokens", "completion_tokens")}
     return {**d, "cost_usd": price(model, d["prompt_tokens"], d["completion_tokens"]),
             "paid_usd": now["cost_usd"] - before["cost_usd"]}
 
@@ -250,8 +229,25 @@ def aggregate(out: Path, rows: list[dict], num_bootstrap: int) -> list[dict]:
     return table
 
 
-def render_table(agg: list[dict], benchmarks: list[str], meta_model: str, args_summary: str) -> str:
-    """table.md: one table per executor, methods x benchmarks, cells 'acc ± CI ($cost)' in percent."""
+def train_test_labels(args: Args, benchmarks: list[str]) -> dict[str, str]:
+    """Per benchmark: 'seen' (trained on its validation split), 'overlap k/N' (k of its N test items share a
+    question with a training item, e.g. MGSM translates GSM8K test items), or 'unseen'."""
+    train = [b for b in args.train_benchmarks if b != "none"]
+    if not train:
+        return {name: "unseen" for name in benchmarks}
+    items = [e for b in load_benchmarks(train, args.data_dir) for e in b.examples("valid")]
+    labels = {}
+    for name, (k, n, _) in overlap_counts(items, args.data_dir, benchmarks).items():
+        n = min(n, args.limit_test or n)
+        label = "seen" if name in train else "overlap" if k else "unseen"
+        labels[name] = f"{label} ({k}/{n} test items overlap)" if k else label
+    return labels
+
+
+def render_table(agg: list[dict], benchmarks: list[str], meta_model: str, args_summary: str,
+                 labels: dict[str, str] | None = None) -> str:
+    """table.md: one table per executor, methods x benchmarks, cells 'acc ± CI ($cost)' in percent, and a
+    row saying which benchmarks the meta-agent's training items had seen or overlapped."""
     lines = ["# W4S evaluation", ""]
     executors = sorted({a["executor_model"] for a in agg})
     if EMBEDDED in executors or meta_model == EMBEDDED:
@@ -281,7 +277,10 @@ def render_table(agg: list[dict], benchmarks: list[str], meta_model: str, args_s
                 cells.append(f"{100 * a['accuracy']:.1f} ± {50 * (a['ci_hi'] - a['ci_lo']):.1f} ({dollars})")
             lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
         paper = [f"{PAPER_W4S_GPT4O_MINI[b]:.1f}" if b in PAPER_W4S_GPT4O_MINI else "" for b in benches]
-        lines += ["| *paper, W4S with GPT-4o-mini (reported)* | " + " | ".join(paper) + " |", ""]
+        lines += ["| *paper, W4S with GPT-4o-mini (reported)* | " + " | ".join(paper) + " |"]
+        if labels:
+            lines += ["| *meta-agent's training vs this test split* | " + " | ".join(labels.get(b, "") for b in benches) + " |"]
+        lines += [""]
         ns = ", ".join(f"{b}: {next(cell[k]['n'] for k in cell if k[0] == b and k[1] == executor)}" for b in benches)
         lines += [f"Test examples: {ns}.", ""]
     return "\n".join(lines)
@@ -345,7 +344,10 @@ def write_reports(out: Path, args: Args) -> list[dict]:
     summary = (f"Seeds {args.seeds}; W4S: {args.iterations} turns x {args.num_candidates} candidates; "
                f"validation limit {args.limit_valid or 'all'}, test limit {args.limit_test or 'all'}.")
     benchmarks = list(dict.fromkeys(args.benchmarks + [a["benchmark"] for a in agg]))
-    (out / "table.md").write_text(render_table(agg, benchmarks, args.meta_model, summary))
+    labels = train_test_labels(args, benchmarks)
+    summary += (f" Training benchmarks of the meta-agent (--train-benchmarks): {' '.join(args.train_benchmarks)}; "
+                f"'overlap' counts test items whose question (or its GSM8K origin) a training item shares.")
+    (out / "table.md").write_text(render_table(agg, benchmarks, args.meta_model, summary, labels))
     fields = ["benchmark", "executor_model", "method", "num_seeds", "n", "accuracy", "ci_lo", "ci_hi", "calls",
               "prompt_tokens", "completion_tokens", "cost_usd", "meta_cost_usd", "test_cost_usd", "cost_usd_per_run",
               "paid_usd"]
@@ -482,12 +484,19 @@ def run_jobs(jobs: list, run_one: Callable, *, max_parallel: int, progress: bool
 
 def score_single(args: Args) -> int:
     """Single-workflow mode: score --workflow on --benchmark's --split; print a line or one JSON object."""
-    bench = load_benchmark(args.benchmark, args.data_dir)
+    bench = load_benchmarks([args.benchmark], args.data_dir)[0]
     examples = bench.examples(args.split)[: args.limit or None]
     llm = LLM(args.executor_models[0], args.executor_base_url, cache=ResponseCache("cache/llm.sqlite") if args.cache else None,
               ledger=Ledger(budget_usd=args.budget_usd), max_concurrency=args.max_concurrency,
               max_tokens=args.executor_max_tokens)
-    s = score_workflow(Path(args.workflow).read_text(), examples, bench, Agent(llm), args)
+    try:
+        s = score_workflow(Path(args.workflow).read_text(), examples, bench, Agent(llm), args)
+    except BudgetExceeded as e:
+        print(f"stopped: {e}; no score was computed", file=sys.stderr)
+        return 3
+    except LLMError as e:
+        print(f"stopped: the executor endpoint failed, so no score was computed: {e}", file=sys.stderr)
+        return 4
     result = {"benchmark": bench.name, "split": args.split, "n": len(examples), "accuracy": s.accuracy,
               "calls": s.calls, "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
               "cost_usd": price(llm.model, s.prompt_tokens, s.completion_tokens), "failures": s.failures}
@@ -503,7 +512,7 @@ def score_single(args: Args) -> int:
 def print_estimate(args: Args) -> int:
     """--estimate: the run's calls, tokens, dollars and hours from its plan and the call profile."""
     profile = estimate.load_profile(args.call_profile)
-    benches = {name: load_benchmark(name, args.data_dir) for name in args.benchmarks}
+    benches = dict(zip(args.benchmarks, load_benchmarks(args.benchmarks, args.data_dir)))
     sizes = {name: (len(b.examples("valid")[: args.limit_valid or None]), len(b.examples("test")[: args.limit_test or None]))
              for name, b in benches.items()}
     est = estimate.estimate_evaluate(
@@ -531,13 +540,13 @@ def main(argv: list[str] | None = None) -> int:
                      RESUMABLE_CHANGES)
     random.seed(args.seeds[0])
     np.random.seed(args.seeds[0])
-    done = {(r["benchmark"], r["executor_model"], r["method"], r["seed"]) for r in read_jsonl(out / "results.jsonl")}
+    done = {(r["benchmark"], r["executor_model"], r["method"], r["seed"]) for r in read_jsonl_or_exit(out / "results.jsonl")}
     if EMBEDDED in args.executor_models or args.meta_model == EMBEDDED:
         print("NOTE: embedded SmolLM2-135M in use: these are NOT paper-scale numbers.")
     print(f"evaluate: {out} | {len(done)} lines already done | config {json.dumps(asdict(args))}")
 
     # --- build the benchmarks, executors and the meta-agent (lazily: a finished run loads no model) ---
-    benches = {name: load_benchmark(name, args.data_dir) for name in args.benchmarks}
+    benches = dict(zip(args.benchmarks, load_benchmarks(args.benchmarks, args.data_dir)))
     cache = ResponseCache("cache/llm.sqlite") if args.cache else None
     executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
     meta_ledger = Ledger(out / "meta_calls.jsonl", budget_usd=args.budget_usd)
@@ -589,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         bench, agent = benches[name], Agent(llm, seed=seed)  # seeds draw their own samples
         key = f"{name}__{slug(model)}__{method}__seed{seed}"
         t0 = time.time()
-        extra: dict = {}
+        extra, replayed = {}, {}
         if method in BASELINES:
             code, header = prompts.baseline_workflows(bench.kind)[method], f"baseline {method}"
         elif method == "best_seed":
@@ -603,13 +612,15 @@ def main(argv: list[str] | None = None) -> int:
             valid = bench.examples("valid")[: args.limit_valid or None]
             env = WorkflowEnv(description=bench.description, kind=bench.kind, valid_examples=valid,
                               score=bench.score, agent=agent, seed=seed, episode=0,
-                              history_window=args.history_window, max_repairs=args.max_repairs,
+                              history_window=args.history_window, state_max_tokens=args.state_max_tokens,
+                              max_repairs=args.max_repairs,
                               sample_timeout_s=args.sample_timeout_s,
                               max_concurrency=args.max_concurrency, progress=args.progress and not concurrent)
             policy = Policy(job_llm(meta_llm(), meta_jobs), temperature=args.temperature,
                             max_new_tokens=args.max_new_tokens)
             traj_path = out / "trajectories" / f"{name}__{slug(model)}__seed{seed}.jsonl"
-            done_turns = sorted(read_jsonl(traj_path), key=lambda r: r["turn"])[: args.iterations]
+            done_turns = sorted(read_jsonl_or_exit(traj_path), key=lambda r: r["turn"])[: args.iterations]
+            replayed = record_usage(done_turns)  # search cost of turns made before a resume
             with open(traj_path, "a") as log:
                 def on_record(record: dict) -> None:
                     log.write(json.dumps(record) + "\n")
@@ -628,8 +639,9 @@ def main(argv: list[str] | None = None) -> int:
                      "trajectory": str(traj_path.relative_to(out))}
         s = score_workflow(code, test_split(bench), bench, agent, args)
         mean, lo, hi = bootstrap_ci(np.array([s.scores]), args.num_bootstrap)
-        spent = usage_since(exec_jobs, EMPTY_USAGE, model)
-        meta_spent = usage_since(meta_jobs, EMPTY_USAGE, args.meta_model)
+        spent = usage_since(exec_jobs, EMPTY_USAGE, model, extra=replayed)
+        meta_spent = usage_since(meta_jobs, EMPTY_USAGE, args.meta_model,
+                                 extra={k[5:]: v for k, v in replayed.items() if k.startswith("meta_")})
         (out / "scores" / f"{key}.json").write_text(json.dumps(
             {"ids": [str(e.get("id")) for e in test_split(bench)], "scores": s.scores}))
         row = {"benchmark": name, "executor_model": model, "method": method, "seed": seed,

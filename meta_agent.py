@@ -30,7 +30,9 @@ import json
 import random
 import re
 import sys
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,11 +42,14 @@ from tqdm import tqdm
 
 import prompts
 import sandbox
-from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, parse_args
+from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, Usage, parse_args
 
 FAILURE_REASONS = ("no_code_block", "syntax_error", "no_solver", "runtime_error", "timeout", "bad_return",
-                   "zero_accuracy")
-_CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
+                   "bad_request", "zero_accuracy")
+# Fences count only at the start of a line (Markdown allows 3 spaces): a workflow may hold "```" in a string.
+_OPEN_FENCE = re.compile(r"^ {0,3}```[ \t]*(?:python3?|py)?[ \t]*\r?\n", re.MULTILINE | re.IGNORECASE)
+_CLOSE_FENCE = re.compile(r"^ {0,3}```[ \t]*\r?$", re.MULTILINE)
+DEFAULT_STATE_MAX_TOKENS = 6144  # state + a ~2k-token action fit --max-len 8192 and a 32k context
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -58,21 +63,50 @@ class Policy:
     top_p: float = 1.0
     max_new_tokens: int = 4096
 
-    def sample(self, messages: list[dict], n: int, seed: int) -> list[str]:
-        """n actions for one state; `seed` makes a later identical state draw fresh samples."""
-        return self.llm.chat(messages, temperature=self.temperature, top_p=self.top_p, n=n,
-                             max_tokens=self.max_new_tokens, seed=seed, tag="meta")
+    def sample(self, messages: list[dict], n: int, seed: int, usage: Usage | None = None) -> list[str]:
+        """n actions for one state; `seed` makes a later identical state draw fresh samples. `usage`
+        (optional) adds up what these calls cost, so a turn can record its own meta-agent spend."""
+        return self.llm._chat(messages, temperature=self.temperature, top_p=self.top_p, n=n,
+                              max_tokens=self.max_new_tokens, seed=seed, tag="meta",
+                              on_record=None if usage is None else usage.add)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Pure pieces: code extraction, rewards, seeds
 
+def _code_blocks(text: str) -> list[str]:
+    """Fenced code blocks, fences at line starts only. A block ends at the first closing fence after which
+    its text parses as Python (a fence inside a string literal does not end it), else at the first one."""
+    blocks, pos = [], 0
+    while (start := _OPEN_FENCE.search(text, pos)) is not None:
+        ends = list(_CLOSE_FENCE.finditer(text, start.end()))
+        if not ends:
+            blocks.append(text[start.end():])
+            break
+        end = next((e for e in ends if _parses(text[start.end():e.start()])), ends[0])
+        blocks.append(text[start.end():end.start()])
+        pos = end.end()
+    return blocks
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
 def extract_solver_code(action: str) -> str | None:
-    """The last ```python block of `action` that defines `solver`, else the last block, else None."""
-    blocks = _CODE_BLOCK.findall(action)
+    """The last ```python block of `action` that defines `solver`, else the last block, else None; the
+    block's text exactly (a workflow resubmitted unchanged extracts to itself, byte for byte)."""
+    blocks = [b for b in _code_blocks(action) if b.strip()]
     with_solver = [b for b in blocks if "def solver" in b]
     chosen = (with_solver or blocks or [None])[-1]
-    return chosen.strip() + "\n" if chosen is not None and chosen.strip() else None
+    if chosen is None:
+        return None
+    chosen = chosen.lstrip("\n").rstrip()
+    return chosen + "\n"
 
 
 def static_check(code: str) -> tuple[str, str] | None:
@@ -117,19 +151,73 @@ class Candidate:
     error: str | None = None
     repairs: int = 0
     attempts: list[str] = field(default_factory=list)  # every action text tried, the first one included
+    messages: list[dict] = field(default_factory=list)  # the exact chat that produced the final `action`
     valid_acc: float | None = None
     reward: float = 0.0
     feedback: str = ""
     calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     cost_usd: float = 0.0
 
 
 def _account(cand: Candidate, runs: list[sandbox.WorkflowRun | None]) -> Candidate:
-    """Sum the executor calls and dollars of every run made for this candidate."""
+    """Sum the executor calls, tokens and dollars of every run made for this candidate."""
     samples = [s for r in runs if r is not None for s in r.samples]
     cand.calls = sum(s.calls for s in samples)
+    cand.prompt_tokens = sum(s.prompt_tokens for s in samples)
+    cand.completion_tokens = sum(s.completion_tokens for s in samples)
     cand.cost_usd = sum(s.cost_usd for s in samples)
     return cand
+
+
+# ----------------------------------------------------------------------------------------------------
+# Scoring: the one function that turns a workflow and examples into a score (WorkflowEnv, evaluate.py)
+
+@dataclass
+class Scored:
+    """A workflow scored on a list of examples: per-example scores, what the executor spent, the run."""
+    accuracy: float
+    scores: list[float]
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    failures: dict[str, int]
+    wall_s: float
+    run: sandbox.WorkflowRun
+
+
+def score_workflow(code: str, examples: list[dict], score: Callable[[Any, dict], float], agent: Agent, *,
+                   sample_timeout_s: float = 300.0, max_concurrency: int = 32) -> Scored:
+    """Run `code` on `examples` in the sandbox (it sees only solver_inputs) and score every sample.
+
+    A spent budget (BudgetExceeded) or a dead endpoint (LLMError: every executor call of the run failed for
+    an endpoint reason) is raised, never turned into a score; a sample that failed scores 0."""
+    t0 = time.time()
+    run = sandbox.run_workflow(code, [solver_inputs(e) for e in examples], agent,
+                               sample_timeout_s=sample_timeout_s, max_concurrency=max_concurrency)
+    if agent.llm.ledger is not None:
+        agent.llm.ledger.check_budget()
+    calls = sum(s.calls for s in run.samples)
+    if calls and sum(s.failed_calls for s in run.samples) == calls:
+        first = next((s.error for s in run.samples if s.error), "")
+        raise LLMError(f"every executor call of this workflow run failed (endpoint down?); {first[-300:]}")
+    scores = [0.0 if s.error is not None else float(score(s.answer, e)) for s, e in zip(run.samples, examples)]
+    failures = Counter(_sample_reason(s, run) for s in run.samples if s.error is not None)
+    return Scored(accuracy=sum(scores) / len(scores) if scores else 0.0, scores=scores, calls=calls,
+                  prompt_tokens=sum(s.prompt_tokens for s in run.samples),
+                  completion_tokens=sum(s.completion_tokens for s in run.samples),
+                  cost_usd=sum(s.cost_usd for s in run.samples), failures=dict(failures),
+                  wall_s=time.time() - t0, run=run)
+
+
+def _sample_reason(sample: sandbox.SampleResult, run: sandbox.WorkflowRun) -> str:
+    """One of FAILURE_REASONS for a failed sample; a request the endpoint rejected is `bad_request`."""
+    if getattr(sample, "bad_requests", 0):
+        return "bad_request"
+    reason = sample.reason or run.reason
+    return reason if reason in FAILURE_REASONS else "runtime_error"
 
 
 @dataclass
@@ -145,15 +233,16 @@ class WorkflowEnv:
 
     def __init__(self, *, description: str, kind: str, valid_examples: list[dict],
                  score: Callable[[Any, dict], float], agent: Agent, seed: int = 0, episode: int = 0,
-                 history_window: int = 0, num_failure_cases: int = 3, low_acc_penalty: bool = False,
-                 max_repairs: int = 3, sample_timeout_s: float = 300.0, max_concurrency: int = 32,
-                 progress: bool = True):
+                 history_window: int = 0, state_max_tokens: int = DEFAULT_STATE_MAX_TOKENS,
+                 num_failure_cases: int = 3, low_acc_penalty: bool = False, max_repairs: int = 3,
+                 sample_timeout_s: float = 300.0, max_concurrency: int = 32, progress: bool = True):
         if not valid_examples:
             raise ValueError("WorkflowEnv needs at least one validation example")
         self.description, self.kind, self.score = description, kind, score
         self.valid, self.agent = valid_examples, agent
         self.seed, self.episode = seed, episode
         self.history_window = history_window  # 0: every advanced workflow; k: seeds + the k latest
+        self.state_max_tokens = state_max_tokens  # older advanced workflows leave the state past this
         self.num_failure_cases, self.low_acc_penalty = num_failure_cases, low_acc_penalty
         self.max_repairs, self.sample_timeout_s = max_repairs, sample_timeout_s
         self.max_concurrency, self.progress = max_concurrency, progress
@@ -164,35 +253,22 @@ class WorkflowEnv:
 
     # --- running and scoring workflows -----------------------------------------------------------
 
-    def _run(self, code: str, examples: list[dict], agent: Agent) -> tuple[sandbox.WorkflowRun, float, list[float]]:
-        run = sandbox.run_workflow(code, [solver_inputs(e) for e in examples], agent,
-                                   sample_timeout_s=self.sample_timeout_s, max_concurrency=self.max_concurrency)
-        self._raise_if_executor_down(run)
-        scores = [0.0 if s.error is not None else self.score(s.answer, e) for s, e in zip(run.samples, examples)]
-        return run, (sum(scores) / len(scores) if scores else 0.0), scores
+    def _run(self, code: str, examples: list[dict]) -> Scored:
+        return score_workflow(code, examples, self.score, self.agent, sample_timeout_s=self.sample_timeout_s,
+                              max_concurrency=self.max_concurrency)
 
-    def _raise_if_executor_down(self, run: sandbox.WorkflowRun) -> None:
-        # A budget stop or a dead endpoint must abort the turn, not be recorded as a bad workflow.
-        if self.agent.llm.ledger is not None:
-            self.agent.llm.ledger.check_budget()
-        calls = sum(s.calls for s in run.samples)
-        if calls and sum(s.failed_calls for s in run.samples) == calls:
-            first = next((s.error for s in run.samples if s.error), "")
-            raise LLMError(f"every executor call of this workflow run failed (endpoint down?); {first[-300:]}")
-
-    def _self_check(self, code: str, agent: Agent) -> tuple[tuple[str, str] | None, sandbox.WorkflowRun | None]:
+    def _self_check(self, code: str) -> tuple[tuple[str, str] | None, sandbox.WorkflowRun | None]:
         """((reason, error text with traceback) or None when it works, the run) for one validation sample."""
         bad = static_check(code)
         if bad:
             return bad, None
-        run, _, _ = self._run(code, self.valid[:1], agent)
+        run = self._run(code, self.valid[:1]).run
         if run.reason is not None:
             reason = run.reason if run.reason in FAILURE_REASONS else "runtime_error"
             return (reason, f"{run.reason}: {run.error or ''}"), run
         sample = run.samples[0]
         if sample.error is not None:
-            reason = sample.reason if sample.reason in FAILURE_REASONS else "runtime_error"
-            return (reason, sample.traceback or sample.error), run
+            return (_sample_reason(sample, run), sample.traceback or sample.error), run
         return None, run
 
     def _feedback(self, acc: float, prev_acc: float | None, run: sandbox.WorkflowRun, scores: list[float],
@@ -215,32 +291,46 @@ class WorkflowEnv:
         """Evaluate the seed workflows on validation and return the initial state."""
         self.seeds, self.history = [], []
         for name, code in prompts.seed_workflows(self.kind):
-            run, acc, scores = self._run(code, self.valid, self.agent)
+            s = self._run(code, self.valid)
             rng = random.Random(derive_seed(self.seed, self.episode, "seed", name))
-            self.seeds.append(ArchiveEntry(name, code, acc, self._feedback(acc, None, run, scores, rng)))
+            self.seeds.append(ArchiveEntry(name, code, s.accuracy, self._feedback(s.accuracy, None, s.run,
+                                                                                  s.scores, rng)))
         self.best_acc = max(e.valid_acc for e in self.seeds)
         self.prev_acc = self.seeds[-1].valid_acc
         return self.state()
 
     def archive(self) -> list[ArchiveEntry]:
-        recent = self.history[-self.history_window:] if self.history_window else self.history
+        """Seeds + advanced workflows shown in the state: the newest that fit --history-window and
+        state_max_tokens, the oldest non-seed ones dropped first (they stay in `history` and the records)."""
+        recent = self.history[-self.history_window:] if self.history_window else list(self.history)
+        while recent and self.state_tokens(self._messages(self.seeds + recent)) > self.state_max_tokens:
+            recent.pop(0)
         return self.seeds + recent
 
     def state(self) -> list[dict]:
-        archive = [{"name": e.name, "code": e.code, "feedback": e.feedback} for e in self.archive()]
+        return self._messages(self.archive())
+
+    def _messages(self, entries: list[ArchiveEntry]) -> list[dict]:
+        archive = [{"name": e.name, "code": e.code, "feedback": e.feedback} for e in entries]
         return [{"role": "system", "content": prompts.SYSTEM_PROMPT},
                 {"role": "user", "content": prompts.build_user_prompt(self.description, archive, self.kind)}]
 
+    @staticmethod
+    def state_tokens(messages: list[dict]) -> int:
+        """A conservative token count without the meta-agent's tokenizer: 1 token per 3 characters (code
+        and English run 3.5-4.5 characters a token on Qwen2.5 and SmolLM2), plus 8 per message."""
+        return sum(len(m["content"]) // 3 + 8 for m in messages)
+
     def evaluate(self, action: str, repair: Callable[[list[dict]], str], turn: int, index: int) -> Candidate:
         """Check, repair (up to max_repairs, each checked) and score one action. Rewards come later."""
-        cand = Candidate(action=action, attempts=[action])
         state, runs = self.state(), []
+        cand = Candidate(action=action, attempts=[action], messages=state)
         for attempt in range(self.max_repairs + 1):
             code = extract_solver_code(cand.action)
             if code is None:
                 failure, run = ("no_code_block", "Your reply has no ```python block defining `solver`."), None
             else:
-                failure, run = self._self_check(code, self.agent)
+                failure, run = self._self_check(code)
             cand.code = code
             runs.append(run)
             if failure is None:
@@ -249,16 +339,23 @@ class WorkflowEnv:
             if attempt == self.max_repairs:
                 return _account(cand, runs)
             fix_request = prompts.build_repair_prompt(code or "", failure[1].strip().splitlines()[-1], failure[1])
-            cand.action = repair(state + [{"role": "assistant", "content": cand.action},
-                                          {"role": "user", "content": fix_request}])
+            # The final action is trained against exactly this chat (the failed attempt and its traceback).
+            cand.messages = state + [{"role": "assistant", "content": cand.action},
+                                     {"role": "user", "content": fix_request}]
+            cand.action = repair(cand.messages)
             cand.attempts.append(cand.action)
             cand.repairs += 1
-        run, acc, scores = self._run(cand.code, self.valid, self.agent)
-        runs.append(run)
+        s = self._run(cand.code, self.valid)
+        runs.append(s.run)
         rng = random.Random(derive_seed(self.seed, self.episode, turn, index))
-        cand.valid_acc, cand.feedback = acc, self._feedback(acc, self.prev_acc, run, scores, rng)
-        cand.status, cand.reason, cand.error = ("failed", "zero_accuracy", "0 correct on validation") \
-            if acc == 0 else ("ok", None, None)
+        cand.valid_acc, cand.feedback = s.accuracy, self._feedback(s.accuracy, self.prev_acc, s.run, s.scores, rng)
+        if s.accuracy > 0:
+            cand.status, cand.reason, cand.error = "ok", None, None
+        elif s.failures.get("bad_request"):
+            bad = next(x for x in s.run.samples if _sample_reason(x, s.run) == "bad_request")
+            cand.reason, cand.error = "bad_request", (bad.error or "")[-2000:]
+        else:
+            cand.reason, cand.error = "zero_accuracy", "0 correct on validation"
         return _account(cand, runs)
 
     def reward_and_advance(self, candidates: list[Candidate], turn: int) -> int | None:
@@ -266,9 +363,9 @@ class WorkflowEnv:
         for c in candidates:
             c.reward = compute_reward(c.valid_acc, self.best_acc, self.prev_acc, self.low_acc_penalty) \
                 if c.valid_acc is not None else 0.0
-        ok = [i for i, c in enumerate(candidates) if c.valid_acc is not None]
+        ok = [i for i, c in enumerate(candidates) if c.status == "ok"]
         if not ok:
-            return None  # nothing ran: the state stays as it was and the next turn samples again
+            return None  # nothing worked: state, best and previous accuracy stay; the next turn samples again
         best = max(ok, key=lambda i: (candidates[i].valid_acc, -i))
         self.advance(ArchiveEntry(f"turn {turn}", candidates[best].code, candidates[best].valid_acc,
                                   candidates[best].feedback))
@@ -298,29 +395,54 @@ class EpisodeResult:
 
 
 def run_turn(env: WorkflowEnv, policy: Policy, *, turn: int, num_candidates: int,
-             max_parallel_candidates: int = 4) -> tuple[list[dict], list[Candidate], int | None]:
-    """Sample m actions for the current state, evaluate all of them, reward them and advance."""
-    state = env.state()
-    actions = policy.sample(state, num_candidates, seed=derive_seed(env.seed, env.episode, turn))
+             max_parallel_candidates: int = 4) -> tuple[list[dict], list[Candidate], int | None, dict]:
+    """Sample m actions for the current state, evaluate all of them, reward them and advance.
+    Returns (state, candidates, index of the advanced candidate or None, the turn's meta-agent usage)."""
+    state, usage, lock = env.state(), Usage(), threading.Lock()
+
+    def sample(messages: list[dict], n: int, seed: int) -> list[str]:
+        mine = Usage()
+        try:
+            return policy.sample(messages, n, seed=seed, usage=mine)
+        finally:
+            with lock:
+                for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd"):
+                    setattr(usage, k, getattr(usage, k) + getattr(mine, k))
+
+    actions = sample(state, num_candidates, derive_seed(env.seed, env.episode, turn))
 
     def evaluate(i: int) -> Candidate:
         repair_seeds = iter(range(1, env.max_repairs + 1))
-        repair = lambda msgs: policy.sample(msgs, 1, seed=derive_seed(env.seed, env.episode, turn, i,
-                                                                       next(repair_seeds)))[0]
+        repair = lambda msgs: sample(msgs, 1, derive_seed(env.seed, env.episode, turn, i, next(repair_seeds)))[0]
         return env.evaluate(actions[i], repair, turn, i)
 
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel_candidates, num_candidates))) as pool:
         candidates = list(pool.map(evaluate, range(len(actions))))
     best = env.reward_and_advance(candidates, turn)
-    return state, candidates, best
+    meta_usage = {k: getattr(usage, k) for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd")}
+    return state, candidates, best, meta_usage
 
 
 def turn_record(*, run: str, benchmark: str, episode: int, turn: int, seed: int, meta_model: str,
-                executor_model: str, state: list[dict], candidates: list[Candidate], best: int | None) -> dict:
-    """One trajectories.jsonl line (format in DESIGN.md)."""
+                executor_model: str, state: list[dict], candidates: list[Candidate], best: int | None,
+                meta_usage: dict | None = None) -> dict:
+    """One trajectories.jsonl line (format in the README); each candidate's `messages` is the exact chat
+    that produced its final action, `meta_usage` what the turn's meta-agent calls used."""
     return {"run": run, "benchmark": benchmark, "episode": episode, "turn": turn, "seed": seed,
             "meta_model": meta_model, "executor_model": executor_model, "state": state,
-            "candidates": [asdict(c) for c in candidates], "best": best}
+            "candidates": [asdict(c) for c in candidates], "best": best, "meta_usage": meta_usage or {}}
+
+
+def record_usage(records: list[dict]) -> dict:
+    """Executor and meta-agent calls, tokens and recorded dollars of finished turns (for resumed runs)."""
+    total = Counter()
+    for r in records:
+        for c in r["candidates"]:
+            for k in ("calls", "prompt_tokens", "completion_tokens"):
+                total[k] += c.get(k, 0)
+        for k in ("calls", "prompt_tokens", "completion_tokens"):
+            total[f"meta_{k}"] += r.get("meta_usage", {}).get(k, 0)
+    return dict(total)
 
 
 def check_run_config(path: Path, config: dict, may_change: set[str]) -> None:
@@ -336,23 +458,54 @@ def check_run_config(path: Path, config: dict, may_change: set[str]) -> None:
     path.write_text(json.dumps(config, indent=2))
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Complete lines of an append-only jsonl log; a torn last line (killed mid-write) is cut off the file,
-    so the resumed run appends after the last complete record."""
+def read_jsonl(path: Path, *, cut_torn_tail: bool = True) -> list[dict]:
+    """The records of an append-only jsonl log. A torn last line (a process killed mid-write: no newline,
+    not JSON) is cut off the file so a resumed run appends after the last record, or only skipped with
+    cut_torn_tail=False (readers such as train_rlao.py leave the file alone). A bad line anywhere else is
+    an error naming the file and line: valid records after it are never dropped."""
+    path = Path(path)
     if not path.exists():
         return []
     records, good_bytes = [], 0
     with open(path, "rb") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+        lines = f.readlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if number == len(lines) and not line.endswith(b"\n"):
+                print(f"warning: {path}:{number} is a torn last line (a killed write); "
+                      f"{'cut' if cut_torn_tail else 'skipped'}", file=sys.stderr)
                 break
-            good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
+            raise ValueError(f"{path}:{number} is not a JSON record ({e.msg}); the file is left as it is. "
+                             f"Fix or remove that line, then rerun.") from None
+        good_bytes += len(line)
+    if cut_torn_tail and good_bytes < path.stat().st_size:
         with open(path, "r+b") as f:
             f.truncate(good_bytes)
     return records
+
+
+def read_jsonl_or_exit(path: Path) -> list[dict]:
+    """read_jsonl for a stage's setup: a corrupt file stops the stage with one clear line."""
+    try:
+        return read_jsonl(path)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+
+
+def load_benchmarks(names: list[str], data_dir: str | None) -> list:
+    """Benchmarks by name for a stage's setup: an unknown name or missing data stops with one clear line,
+    before the stage writes anything."""
+    from benchmarks import BENCHMARKS, load_benchmark
+    from benchmarks.common import DataError
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        sys.exit(f"error: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    try:
+        return [load_benchmark(n, data_dir) for n in names]
+    except DataError as e:
+        sys.exit(f"error: {e}")
 
 
 def run_episode(env: WorkflowEnv, policy: Policy, *, num_turns: int, num_candidates: int,
@@ -371,9 +524,9 @@ def run_episode(env: WorkflowEnv, policy: Policy, *, num_turns: int, num_candida
     bar = tqdm(range(len(records), num_turns), desc=f"turns ({record_fields.get('benchmark', '')})",
                disable=not env.progress, leave=False)
     for turn in bar:
-        state, candidates, best = run_turn(env, policy, turn=turn, num_candidates=num_candidates,
-                                           max_parallel_candidates=max_parallel_candidates)
-        record = turn_record(turn=turn, state=state, candidates=candidates, best=best,
+        state, candidates, best, meta_usage = run_turn(env, policy, turn=turn, num_candidates=num_candidates,
+                                                       max_parallel_candidates=max_parallel_candidates)
+        record = turn_record(turn=turn, state=state, candidates=candidates, best=best, meta_usage=meta_usage,
                              episode=env.episode, seed=env.seed, **record_fields)
         on_record(record)
         records.append(record)
@@ -400,6 +553,8 @@ class Args:
     max_new_tokens: int = field(default=4096, metadata={"help": "meta-agent max new tokens per action"})
     executor_max_tokens: int = field(default=4096, metadata={"help": "executor max tokens per call"})
     history_window: int = field(default=0, metadata={"help": "advanced workflows kept in the state (0: all)"})
+    state_max_tokens: int = field(default=DEFAULT_STATE_MAX_TOKENS,
+                                  metadata={"help": "token budget of the state: the oldest advanced workflows leave it first"})
     low_acc_penalty: bool = field(default=False, metadata={"help": "reward -0.1 below 30%% accuracy (official code)"})
     max_repairs: int = field(default=3, metadata={"help": "repairs asked for a failing candidate (paper: 3)"})
     seed: int = field(default=0, metadata={"help": "seed for sampling and feedback"})
@@ -411,20 +566,17 @@ class Args:
 
 def main() -> None:
     args = parse_args(Args)
-    from benchmarks import load_benchmark
 
-    # --- setup ------------------------------------------------------------------------------------
+    # --- setup: the one resume rule of every stage (same command resumes; a changed one is refused) ---
     out = Path(args.out_dir)
-    (out / "workflows").mkdir(parents=True, exist_ok=True)
-    config, traj_path = asdict(args), out / "trajectories.jsonl"
-    same_run = (out / "config.json").exists() and json.loads((out / "config.json").read_text()) == config
-    done = read_jsonl(traj_path) if same_run else []  # the same command resumes; another one starts over
-    if not same_run:
-        traj_path.unlink(missing_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    random.seed(args.seed)
-    bench = load_benchmark(args.benchmark, args.data_dir)
+    traj_path = out / "trajectories.jsonl"
+    bench = load_benchmarks([args.benchmark], args.data_dir)[0]  # fails before anything is written
     valid = bench.examples("valid")[: args.limit or None]
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_config(out / "config.json", asdict(args), {"turns", "budget_usd", "max_concurrency"})
+    (out / "workflows").mkdir(exist_ok=True)
+    done = read_jsonl_or_exit(traj_path)
+    random.seed(args.seed)
     cache = ResponseCache("cache/llm.sqlite") if args.cache else None
     executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
     meta_ledger = Ledger(out / "meta_calls.jsonl")
@@ -434,7 +586,7 @@ def main() -> None:
                     temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     env = WorkflowEnv(description=bench.description, kind=bench.kind, valid_examples=valid, score=bench.score,
                       agent=Agent(executor), seed=args.seed, history_window=args.history_window,
-                      low_acc_penalty=args.low_acc_penalty, max_repairs=args.max_repairs,
+                      state_max_tokens=args.state_max_tokens, low_acc_penalty=args.low_acc_penalty, max_repairs=args.max_repairs,
                       max_concurrency=args.max_concurrency)
 
     # --- optimise ---------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_baselines_w4s_selection_reports_and_resume(tmp_path, data_dir, gold):
         assert rows["best_seed"]["test_cost_usd"] == rows["cot"]["test_cost_usd"] > 0
         # W4S: the meta-agent proposed MEDIUM, ORACLE, BAD; ORACLE has the best validation accuracy.
         w4s = rows["w4s"]
-        assert w4s["turn_valid_acc"] == [RIGHT_VALID / N_VALID, 1.0, 0.0]
+        assert w4s["turn_valid_acc"] == [RIGHT_VALID / N_VALID, 1.0, None]  # BAD scored 0: it did not advance
         assert w4s["valid_acc"] == 1.0 and w4s["chosen"] == "turn 1"
         assert w4s["accuracy"] == 1.0 and w4s["meta_calls"] == 3
         assert "ORACLE" in (out / w4s["workflow"]).read_text()
@@ -143,9 +143,10 @@ def test_baselines_w4s_selection_reports_and_resume(tmp_path, data_dir, gold):
 
 def test_test_split_read_once_per_benchmark(tmp_path, data_dir, gold, monkeypatch):
     """In process, with a spy around the real benchmark: two seeds, W4S and a baseline, one test read."""
+    import benchmarks
     import evaluate
     reads = Counter()
-    real_load = evaluate.load_benchmark
+    real_load = benchmarks.load_benchmark
 
     class Spy:
         def __init__(self, bench):
@@ -158,13 +159,14 @@ def test_test_split_read_once_per_benchmark(tmp_path, data_dir, gold, monkeypatc
             reads[split] += 1
             return self._bench.examples(split)
 
-    monkeypatch.setattr(evaluate, "load_benchmark", lambda name, data_dir=None: Spy(real_load(name, data_dir)))
+    monkeypatch.setattr(benchmarks, "load_benchmark", lambda name, data_dir=None: Spy(real_load(name, data_dir)))
     monkeypatch.chdir(tmp_path)
     with LocalServer(executor_responder(gold["table"])) as ex, LocalServer(meta_responder([ORACLE])) as meta:
         status = evaluate.main(["--run", "spy", "--data-dir", str(data_dir), "--benchmarks", "gsm8k",
                                 "--executor-models", "gpt-4o-mini", "--executor-base-url", ex.base_url,
                                 "--meta-model", "meta-sim", "--meta-base-url", meta.base_url,
                                 "--methods", "vanilla", "w4s", "--seeds", "0", "1", "--iterations", "1",
+                                "--train-benchmarks", "none",
                                 "--limit-valid", str(N_VALID), "--limit-test", str(N_TEST), "--no-progress"])
         assert status == 0
         assert reads["test"] == 1

@@ -84,7 +84,7 @@ def test_turn_statuses_repairs_rewards_and_advance(servers):
     env.reset()
     assert [e.valid_acc for e in env.seeds][:2] == [0.5, 0.5] and (env.best_acc, env.prev_acc) == (0.5, 0.0)
     policy = Policy(LLM("test-meta", meta.base_url, api_key="k"))
-    state, cands, best = run_turn(env, policy, turn=0, num_candidates=5)
+    state, cands, best, _ = run_turn(env, policy, turn=0, num_candidates=5)
     by = {c.attempts[0][:40]: c for c in cands}
     a, b, c, d, e = cands
     assert (a.status, a.repairs, a.valid_acc, a.reward) == ("ok", 0, 1.0, 1.0)
@@ -111,7 +111,7 @@ def test_low_accuracy_penalty(servers):
     ex, meta = servers
     env = make_env(ex, low_acc_penalty=True)
     env.reset()
-    _, cands, _ = run_turn(env, Policy(LLM("test-meta", meta.base_url, api_key="k")), turn=0, num_candidates=2)
+    _, cands, _, _ = run_turn(env, Policy(LLM("test-meta", meta.base_url, api_key="k")), turn=0, num_candidates=2)
     assert [c.reward for c in cands] == [1.0, pytest.approx(0.4)]
 
 
@@ -158,7 +158,7 @@ def test_embedded_policy_produces_a_candidate(servers):
     env.max_repairs = 1
     env.reset()
     policy = Policy(LLM("embedded"), max_new_tokens=48)
-    _, cands, _ = run_turn(env, policy, turn=0, num_candidates=1)
+    _, cands, _, _ = run_turn(env, policy, turn=0, num_candidates=1)
     cand = cands[0]
     assert cand.action and (cand.status == "ok" or cand.reason in FAILURE_REASONS)
 
