@@ -226,11 +226,13 @@ def main(argv=None) -> int:
             if est:
                 report["collect"]["estimate_vs_measured"] = compare(est, report["collect"])
             print_stage("collect", report["collect"])
+            (out / "rehearsal.json").write_text(json.dumps(report, indent=2))  # each stage as it ends
             # ------------------------------------------------------------ train: --dry-run on the trajectories
             stage = run_stage([py, str(ROOT / "train_rlao.py"), "--run", "rehearse", "--trajectories",
                                str(run / "trajectories.jsonl"), "--model", "embedded", "--max-len", "8192", "--dry-run"],
                               out, out / "train.log")
-            report["train"] = {**stage, "log_tail": (out / "train.log").read_text().strip().splitlines()[-3:]}
+            report["train"] = {**stage, "plan": [line for line in (out / "train.log").read_text().splitlines()
+                                                 if line.startswith(("train samples", "memory plan", "samples"))]}
             print("train (--dry-run):", json.dumps(report["train"]), flush=True)
 
         # ---------------------------------------------------------------- evaluate, killed once and resumed
@@ -252,7 +254,8 @@ def main(argv=None) -> int:
 
         first = run_stage(cmd, out, out / "evaluate.log", kill_when=lambda: lines_written() >= a.kill_after_lines * num_jobs)
         kill_time = first["killed_at"] or time.time()
-        counts_at_kill, times_at_kill = Counter(sim.stats.answered_count), dict(sim.stats.answered)
+        with sim._lock:
+            counts_at_kill, times_at_kill = Counter(sim.stats.answered_count), dict(sim.stats.answered)
         lines_at_kill = lines_written()
         second = run_stage(cmd, out, out / "evaluate.log")
         if not (results / "results.jsonl").exists():
@@ -265,7 +268,7 @@ def main(argv=None) -> int:
         # A request answered well before the kill (2 s: its reply was cached by then) and sent again after it.
         # A workflow that repeats an identical call legitimately sends the same body for a new sample.
         again = {d: sim.stats.answered_count[d] - n for d, n in counts_at_kill.items()
-                 if sim.stats.answered_count[d] > n and times_at_kill[d] < kill_time - 2.0}
+                 if sim.stats.answered_count[d] > n and times_at_kill.get(d, kill_time) < kill_time - 2.0}
         stage.update(lines=len(rows), duplicate_lines=sum(n - 1 for n in keys.values()),
                      repeated_calls=sum(again.values()),
                      repeated_examples=[sim.stats.described.get(d, "") for d in list(again)[:5]])

@@ -190,7 +190,7 @@ class SimConfig:
 class Stats:
     """Per model: requests, replies, tokens, simulated (uncompressed) latency, faults, unmatched chats."""
     by_model: dict = field(default_factory=lambda: defaultdict(Counter))
-    answered: dict = field(default_factory=dict)  # body hash -> time of its last 200 reply
+    answered: dict = field(default_factory=dict)  # body hash -> when its last 200 reply was sent
     answered_count: Counter = field(default_factory=Counter)
     described: dict = field(default_factory=dict)  # body hash -> a short description (diagnosing repeats)
 
@@ -244,7 +244,6 @@ class Simulator:
             stats["prompt_tokens"] += prompt_tokens
             stats["completion_tokens"] += completion_tokens
             stats["sim_latency_ms"] += int(1000 * latency)
-            self.stats.answered[digest] = time.time()
             self.stats.answered_count[digest] += 1
             if digest not in self.stats.described:
                 last = str(messages[-1].get("content", "")) if messages else ""
@@ -254,7 +253,7 @@ class Simulator:
                                for j, c in enumerate(contents)],
                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                              "total_tokens": prompt_tokens + completion_tokens}}
-        return 200, payload, latency * self.cfg.time_scale, {}
+        return 200, payload, latency * self.cfg.time_scale, {"x-sim-digest": str(digest)}
 
     # --- the executor -----------------------------------------------------------------------------
 
@@ -448,6 +447,9 @@ class SimServer:
                 status, payload, sleep_s, headers = sim.respond(body)
                 time.sleep(sleep_s)
                 self._send(status, payload, headers)
+                if "x-sim-digest" in headers:  # when the reply left: the resume check counts from here
+                    with sim._lock:
+                        sim.stats.answered[int(headers["x-sim-digest"])] = time.time()
 
         return Handler
 
