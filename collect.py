@@ -18,6 +18,9 @@ Simplifications, on purpose:
    printed at start, and evaluate.py labels each benchmark seen / unseen / overlapping.
 2. Episodes run one after another; the m candidates of a turn are evaluated concurrently.
 
+Estimate: the same command with --estimate prints the calls, tokens, dollars and hours it will take
+(estimate.py, from call_profile.json) and exits, with no call made and nothing written.
+
 Resume: rerun the same command. Finished turns are skipped, a half-written last line is dropped, and the
 on-disk response cache replays every executor and meta-agent call already made, so no call is paid twice.
 
