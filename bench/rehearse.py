@@ -312,8 +312,38 @@ def main(argv=None) -> int:
             estimate.PROFILE_PATH.write_text(json.dumps(table, indent=1) + "\n")
             print(f"wrote {estimate.PROFILE_PATH}")
     (out / "rehearsal.json").write_text(json.dumps(report, indent=2))
-    print(f"rehearsal report: {out / 'rehearsal.json'}")
+    (out / "rehearsal.md").write_text(markdown(report))
+    print("\n" + markdown(report))
+    print(f"rehearsal report: {out / 'rehearsal.json'}, {out / 'rehearsal.md'}")
     return 0
+
+
+def markdown(report: dict) -> str:
+    """The figures as a markdown table (rehearsal.md), one column per stage."""
+    stages = [k for k in ("collect", "evaluate") if k in report]
+    rows = [("executor calls (paid)", lambda r: f"{r['executor']['calls']:,} ({r['executor']['paid_calls']:,})"),
+            ("meta-agent calls", lambda r: f"{r['meta']['calls']:,}"),
+            ("executor tokens, prompt + completion", lambda r: f"{r['executor']['prompt_tokens'] / 1e6:.1f}M + "
+                                                              f"{r['executor']['completion_tokens'] / 1e6:.1f}M"),
+            ("meta-agent tokens", lambda r: f"{r['meta']['prompt_tokens'] / 1e6:.1f}M + {r['meta']['completion_tokens'] / 1e6:.1f}M"),
+            ("list-price dollars paid (all calls)", lambda r: f"${r['executor']['paid_usd']:.2f} (${r['executor']['cost_usd']:.2f})"),
+            ("wall time here", lambda r: f"{r['wall_s'] / 60:.1f} min"),
+            ("projected at real latency: floor / scaled back", lambda r: f"{r['projected']['floor_h']:.2f} h / "
+                                                                        f"{r['projected']['scaled_back_h']:.2f} h"),
+            ("peak memory, disk", lambda r: f"{r['peak_rss_mb']} MB, {r['disk_mb']} MB"),
+            ("largest state", lambda r: f"{r['largest_state_tokens']:,} tokens"),
+            ("failures", lambda r: ", ".join(f"{k} {v}" for k, v in sorted(r.get("failures", {}).items())) or "none"),
+            ("estimate / measured: paid calls, dollars", lambda r: (
+                f"{r['estimate_vs_measured']['executor']['calls_ratio']:.2f}, {r['estimate_vs_measured']['executor']['usd_ratio']:.2f}"
+                if "estimate_vs_measured" in r else "no profile"))]
+    lines = ["| | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f(report[s]) for s in stages) + " |" for name, f in rows]
+    e = report.get("evaluate", {})
+    if e:
+        lines += ["", f"Evaluation: {e['lines']} lines, {e['duplicate_lines']} duplicates, {e['repeated_calls']} calls "
+                  f"repeated after the kill (at {e['lines_at_kill']} lines); wall {e['wall_s']:.0f} s against a floor of "
+                  f"{e['floor_s']:.0f} s: {e['wall_over_floor']:.2f}x."]
+    return "\n".join(lines) + "\n"
 
 
 def stage_report(stage: dict, calls: Path, meta_calls: Path, model: str, sim: Simulator, before: dict, a,
