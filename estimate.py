@@ -7,9 +7,16 @@ benchmark and workflow, kept in `call_profile.json`:
 
     evaluate.<benchmark>.test.<method>   [calls, prompt tokens, completion tokens] per test example
     evaluate.<benchmark>.seeds_valid     the same per validation example, the seed workflows together
-    evaluate.<benchmark>.w4s_search      the same per validation example per W4S turn per candidate
+    evaluate.<benchmark>.w4s             a W4S candidate: the same per workflow sample ("sample"), the share
+                                         scored on the whole split ("pass_rate") and its self-check samples
+                                         ("self_checks", 1 + repairs)
     evaluate.<benchmark>.meta            meta-agent calls and tokens per W4S turn per candidate
-    collect.<benchmark>.turn / .meta     the same per collection turn per candidate
+    evaluate.<benchmark>.test_is_baseline  best_seed, w4s: 1 when the chosen workflow was a baseline's code
+                                         (its test pass is then the baseline's, from the cache)
+    collect.<benchmark>.search / .meta   the same for a collection candidate and turn
+
+A candidate runs n_valid x pass_rate + self_checks samples; the one self-check sample of a candidate that
+passes is scored again in its full pass, from the cache.
 
 `bench/rehearse.py --write-profile` measures them on the simulated endpoint (bench/sim_server.py) at
 the paper's shape; replace them with figures from a small real run when you have one. A benchmark
@@ -55,11 +62,21 @@ def _lookup(table: dict, bench: str) -> dict:
 def _mean_tree(trees: list):
     if isinstance(trees[0], dict):
         return {k: _mean_tree([t[k] for t in trees if k in t]) for k in trees[0]}
+    if isinstance(trees[0], (int, float)):
+        return sum(trees) / len(trees)
     return [sum(t[i] for t in trees) / len(trees) for i in range(len(trees[0]))]
 
 
 def _scale(unit: Unit, k: float) -> Unit:
     return [k * x for x in unit]
+
+
+def _candidates(total: dict, search: dict, n_valid: int, count: float) -> float:
+    """Add `count` candidates' samples (counted and paid); return the samples of one candidate."""
+    samples = n_valid * search["pass_rate"] + search["self_checks"]
+    _add(total, "executor", _scale(search["sample"], count * (samples - search["pass_rate"])))
+    _add(total, "executor", _scale(search["sample"], count * search["pass_rate"]), paid=False)
+    return samples
 
 
 def _add(total: dict, key: str, unit: Unit, paid: bool = True) -> None:
@@ -94,26 +111,29 @@ def estimate_evaluate(*, sizes: dict[str, tuple[int, int]], executor_models: lis
                       max_concurrency: int, latency_s: float, meta_latency_s: float, profile: dict) -> dict:
     """sizes: benchmark -> (validation examples, test examples) as the run will use them."""
     totals, chains, table = {}, [0.0], profile["evaluate"]
-    m0 = profile.get("evaluate_num_candidates", 1)
     for bench, (n_valid, n_test) in sizes.items():
         p = _lookup(table, bench)
         for _model in executor_models:
             for _seed in seeds:
+                baselines_run = all(m in methods for m in p["test"] if m not in ("best_seed", "w4s"))
                 for method in methods:
                     if method in p["test"]:
-                        _add(totals, "executor", _scale(p["test"][method], n_test))
+                        # a chosen workflow that is a baseline's code replays the baseline's test pass
+                        cached = p.get("test_is_baseline", {}).get(method, 0.0) if baselines_run else 0.0
+                        _add(totals, "executor", _scale(p["test"][method], n_test * (1 - cached)))
+                        _add(totals, "executor", _scale(p["test"][method], n_test * cached), paid=False)
                     if method == "best_seed":
                         _add(totals, "executor", _scale(p["seeds_valid"], n_valid))
                     if method != "w4s":
                         continue
                     # the seeds' validation pass again: best_seed and W4S start side by side, so both pay
                     _add(totals, "executor", _scale(p["seeds_valid"], n_valid))
-                    turns = iterations * num_candidates / m0
-                    _add(totals, "executor", _scale(p["w4s_search"], n_valid * iterations * num_candidates))
-                    _add(totals, "meta", _scale(p["meta"], turns))
-                    depth = p["w4s_search"][0] * latency_s  # a candidate's samples run side by side
+                    _candidates(totals, p["w4s"], n_valid, iterations * num_candidates)
+                    _add(totals, "meta", _scale(p["meta"], iterations * num_candidates))
+                    # a candidate's samples run side by side: its self-checks, then one pass, a sample deep
+                    depth = (p["w4s"]["self_checks"] + 1) * p["w4s"]["sample"][0] * latency_s
                     chains.append(p["seeds_valid"][0] * latency_s + iterations * (
-                        p["meta"][0] * num_candidates / m0 * meta_latency_s + 2 * depth) + p["test"]["w4s"][0] * latency_s)
+                        p["meta"][0] * num_candidates * meta_latency_s + depth) + p["test"]["w4s"][0] * latency_s)
     models = {"executor": executor_models[0], "meta": meta_model}
     return _finish(totals, models, max(chains), {"executor": latency_s, "meta": meta_latency_s}, max_concurrency)
 
@@ -123,17 +143,17 @@ def estimate_collect(*, sizes: dict[str, int], executor_model: str, meta_model: 
                      latency_s: float, meta_latency_s: float, profile: dict) -> dict:
     """sizes: benchmark -> validation examples used. Episodes run one after another."""
     totals, chain, table = {}, 0.0, profile["collect"]
-    m0 = profile.get("collect_num_candidates", 5)
     for bench, n_valid in sizes.items():
         p = _lookup(table, bench)
         for episode in range(num_episodes):
             # every episode re-scores the seeds on the same examples: only the first one pays
             _add(totals, "executor", _scale(p["seeds_valid"], n_valid), paid=episode == 0)
-            _add(totals, "executor", _scale(p["turn"], n_valid * num_turns * num_candidates / m0))
-            _add(totals, "meta", _scale(p["meta"], num_turns * num_candidates / m0))
-            per_sample = p["turn"][0] / m0  # calls of one candidate on one example, one after another
+            _candidates(totals, p["search"], n_valid, num_turns * num_candidates)
+            _add(totals, "meta", _scale(p["meta"], num_turns * num_candidates))
+            # one meta-agent call samples all m actions; a candidate is self-checks then one pass deep
+            depth = (p["search"]["self_checks"] + 1) * p["search"]["sample"][0] * latency_s
             chain += (p["seeds_valid"][0] if episode == 0 else 0.0) * latency_s + num_turns * (
-                p["meta"][0] * meta_latency_s + 2 * per_sample * latency_s)
+                p["meta"][0] * num_candidates * meta_latency_s + depth)
     models = {"executor": executor_model, "meta": meta_model}
     return _finish(totals, models, chain, {"executor": latency_s, "meta": meta_latency_s}, max_concurrency)
 

@@ -38,6 +38,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 import estimate  # noqa: E402
 from benchmarks import BENCHMARKS, load_benchmark  # noqa: E402
+from evaluate import METHODS  # noqa: E402
+import prompts  # noqa: E402
+from estimate import KINDS  # noqa: E402
 from executor import cost_usd  # noqa: E402
 from sim_server import QuestionIndex, SimConfig, Simulator, SimServer, tokens  # noqa: E402
 
@@ -107,6 +110,25 @@ def projected(stage: dict, sim: dict, cap: int, time_scale: float, chain_real_s:
 # ----------------------------------------------------------------------------------------------------
 # The per-sample call profile (what --estimate multiplies the plan by), measured from the stages' outputs
 
+def search_units(records: list[dict], n_valid: int) -> dict:
+    """Per workflow sample of the candidates of these turns: calls and tokens; how many candidates are
+    scored on the whole split (pass_rate) and how many self-check samples each runs (1 + repairs)."""
+    cands = [c for r in records for c in r["candidates"]]
+    passed = sum(c["valid_acc"] is not None for c in cands)
+    checks = sum(1 + c["repairs"] for c in cands)
+    samples = max(passed * n_valid + checks, 1)
+    return {"sample": [sum(c["calls"] for c in cands) / samples, sum(c.get("prompt_tokens", 0) for c in cands) / samples,
+                       sum(c.get("completion_tokens", 0) for c in cands) / samples],
+            "pass_rate": passed / max(len(cands), 1), "self_checks": checks / max(len(cands), 1)}
+
+
+def meta_unit(records: list[dict], num_candidates: int) -> list[float]:
+    """Meta-agent calls and tokens per turn per candidate (actions and repairs)."""
+    usage = [r.get("meta_usage") or {} for r in records]
+    turns = max(len(records) * num_candidates, 1)
+    return [sum(u.get(k, 0) for u in usage) / turns for k in ("calls", "prompt_tokens", "completion_tokens")]
+
+
 def eval_profile(results: Path, sizes: dict[str, tuple[int, int]], iterations: int, num_candidates: int) -> dict:
     rows = [json.loads(line) for line in open(results / "results.jsonl")]
     by = {(r["benchmark"], r["method"]): r for r in rows}
@@ -118,26 +140,26 @@ def eval_profile(results: Path, sizes: dict[str, tuple[int, int]], iterations: i
                 for (b, m), r in by.items() if b == bench}
         bs, w = by[(bench, "best_seed")], by[(bench, "w4s")]
         seeds = [(bs[k] - bs["test_" + k]) / n_valid for k in ("calls", "prompt_tokens", "completion_tokens")]
-        turns = max(w.get("turns") or iterations, 1) * num_candidates
-        search = [(w[k] - w["test_" + k] - seeds[i] * n_valid) / (n_valid * turns)
-                  for i, k in enumerate(("calls", "prompt_tokens", "completion_tokens"))]
-        meta = [w[k] / turns * num_candidates for k in ("meta_calls", "meta_prompt_tokens", "meta_completion_tokens")]
-        out[bench] = {"test": test, "seeds_valid": seeds, "w4s_search": [max(x, 0.0) for x in search], "meta": meta}
+        records = [json.loads(line) for line in open(results / w["trajectory"])]
+        baselines = set(prompts.baseline_workflows(KINDS[bench]).values())
+        # a chosen workflow that is a baseline's code makes the baseline's test requests: cache hits
+        same = {m: float((results / r["workflow"]).read_text().split("\n", 1)[1] in baselines) for m, r in
+                (("best_seed", bs), ("w4s", w))}
+        out[bench] = {"test": test, "seeds_valid": seeds, "w4s": search_units(records, n_valid),
+                      "meta": meta_unit(records, num_candidates), "test_is_baseline": same}
     return out
 
 
 def collect_profile(run: Path, sizes: dict[str, int], eval_table: dict, num_candidates: int) -> dict:
     records = [json.loads(line) for line in open(run / "trajectories.jsonl")]
-    ex, meta = ledger(run / "calls.jsonl", COLLECT_MODEL), ledger(run / "meta_calls.jsonl", META_MODEL)
+    ex = ledger(run / "calls.jsonl", COLLECT_MODEL)
     per_call = [ex["prompt_tokens"] / max(ex["calls"], 1), ex["completion_tokens"] / max(ex["calls"], 1)]
-    meta_unit = [meta["calls"] / len(records), meta["prompt_tokens"] / len(records), meta["completion_tokens"] / len(records)]
     out = {}
     for bench, n_valid in sizes.items():
         mine = [r for r in records if r["benchmark"] == bench]
-        calls = sum(c["calls"] for r in mine for c in r["candidates"]) / (n_valid * len(mine))
-        seeds = eval_table.get(bench, {}).get("seeds_valid", [0.0])[0]  # same seed workflows, same structure
-        out[bench] = {"turn": [calls, calls * per_call[0], calls * per_call[1]],
-                      "seeds_valid": [seeds, seeds * per_call[0], seeds * per_call[1]], "meta": meta_unit}
+        seeds = eval_table.get(bench, {}).get("seeds_valid", [3.0])[0]  # the same seed workflows as at evaluation
+        out[bench] = {"search": search_units(mine, n_valid), "seeds_valid": [seeds, seeds * per_call[0], seeds * per_call[1]],
+                      "meta": meta_unit(mine, num_candidates)}
     return out
 
 
@@ -171,7 +193,11 @@ def main(argv=None) -> int:
     p.add_argument("--kill-after-lines", type=float, default=0.4, help="kill the evaluation once this share of its lines is written")
     p.add_argument("--skip-collect", action="store_true", help="only the evaluation")
     p.add_argument("--write-profile", action="store_true", help="write the measured profile to call_profile.json")
+    p.add_argument("--recheck", default=None, help="a finished rehearsal folder: rebuild its profile and compare "
+                   "call_profile.json's estimate with what it measured, nothing run")
     a = p.parse_args(argv)
+    if a.recheck:
+        return recheck(Path(a.recheck), a)
     if a.data_dir:  # the stages run in the work folder
         a.data_dir = str(Path(a.data_dir).resolve())
 
@@ -182,10 +208,9 @@ def main(argv=None) -> int:
     small = a.fraction < 1
     limit_valid = math.ceil(a.fraction * 128) if small else 0
     limit_test = math.ceil(a.fraction * 800) if small else 0
-    benches = {n: load_benchmark(n, a.data_dir) for n in BENCHMARKS}
-    valid_n = {n: len(b.examples("valid")[: limit_valid or None]) for n, b in benches.items()}
-    test_n = {n: len(b.examples("test")[: limit_test or None]) for n, b in benches.items()}
+    valid_n, test_n = plan_sizes(limit_valid, limit_test, a.data_dir)
     profile = estimate.load_profile() if estimate.PROFILE_PATH.exists() else None
+    col_est, ev_est = estimates(valid_n, test_n, profile, a.max_concurrency) if profile else (None, None)
     cfg = SimConfig(seed=a.seed, time_scale=a.time_scale, fault_429=a.fault_429, fault_500=a.fault_500, slow=a.slow)
     sim = Simulator(QuestionIndex(a.data_dir, seed=a.seed), cfg)
     py, data = sys.executable, ["--data-dir", a.data_dir] if a.data_dir else []
@@ -203,10 +228,7 @@ def main(argv=None) -> int:
             cmd = [py, str(ROOT / "collect.py"), "--run", "rehearse", "--benchmarks", *TRAIN_BENCHMARKS,
                    "--num-episodes", "4", "--num-turns", "10", "--num-candidates", "5", "--executor-model", COLLECT_MODEL,
                    "--budget-usd", "100", "--limit-valid", str(limit_valid), *common]
-            est = estimate.estimate_collect(sizes={b: valid_n[b] for b in TRAIN_BENCHMARKS}, executor_model=COLLECT_MODEL,
-                                            meta_model=META_MODEL, num_episodes=4, num_turns=10, num_candidates=5,
-                                            max_concurrency=a.max_concurrency, latency_s=3.0, meta_latency_s=50.0,
-                                            profile=profile) if profile else None
+            est = col_est
             before = sim.stats.summary()
             stage = run_stage(cmd, out, out / "collect.log")
             run = out / "runs" / "rehearse"
@@ -241,11 +263,7 @@ def main(argv=None) -> int:
                *common]
         results = out / "results" / "rehearse"
         num_jobs = len(BENCHMARKS) * 7
-        est = estimate.estimate_evaluate(
-            sizes={b: (valid_n[b], test_n[b]) for b in BENCHMARKS}, executor_models=[EVAL_MODEL], meta_model=META_MODEL,
-            seeds=[0], methods=["vanilla", "cot", "cot_sc", "self_refine", "llm_debate", "best_seed", "w4s"],
-            iterations=30, num_candidates=1, max_concurrency=a.max_concurrency, latency_s=3.0, meta_latency_s=50.0,
-            profile=profile) if profile else None
+        est = ev_est
         before = sim.stats.summary()
 
         def lines_written() -> int:
@@ -315,6 +333,51 @@ def main(argv=None) -> int:
     (out / "rehearsal.md").write_text(markdown(report))
     print("\n" + markdown(report))
     print(f"rehearsal report: {out / 'rehearsal.json'}, {out / 'rehearsal.md'}")
+    return 0
+
+
+def plan_sizes(limit_valid: int, limit_test: int, data_dir) -> tuple[dict, dict]:
+    benches = {n: load_benchmark(n, data_dir) for n in BENCHMARKS}
+    return ({n: len(b.examples("valid")[: limit_valid or None]) for n, b in benches.items()},
+            {n: len(b.examples("test")[: limit_test or None]) for n, b in benches.items()})
+
+
+def estimates(valid_n: dict, test_n: dict, profile: dict, cap: int) -> tuple[dict, dict]:
+    """The estimate of the rehearsal's two stages (paper shape at these sizes)."""
+    col = estimate.estimate_collect(sizes={b: valid_n[b] for b in TRAIN_BENCHMARKS}, executor_model=COLLECT_MODEL,
+                                    meta_model=META_MODEL, num_episodes=4, num_turns=10, num_candidates=5,
+                                    max_concurrency=cap, latency_s=3.0, meta_latency_s=50.0, profile=profile)
+    ev = estimate.estimate_evaluate(sizes={b: (valid_n[b], test_n[b]) for b in BENCHMARKS}, executor_models=[EVAL_MODEL],
+                                    meta_model=META_MODEL, seeds=[0], methods=list(METHODS), iterations=30,
+                                    num_candidates=1, max_concurrency=cap, latency_s=3.0, meta_latency_s=50.0,
+                                    profile=profile)
+    return col, ev
+
+
+def recheck(out: Path, a) -> int:
+    """Rebuild a finished rehearsal's profile; compare call_profile.json's estimate with its measurements."""
+    report = json.loads((out / "rehearsal.json").read_text())
+    shape = report["shape"]
+    valid_n, test_n = plan_sizes(shape["limit_valid"], shape["limit_test"], a.data_dir)
+    measured_eval = eval_profile(out / "results" / "rehearse", {b: (valid_n[b], test_n[b]) for b in BENCHMARKS}, 30, 1)
+    table = {"source": f"bench/rehearse.py --fraction {shape['fraction']} (simulated endpoints, seed {a.seed})",
+             "evaluate_num_candidates": 1, "collect_num_candidates": 5, "evaluate": measured_eval,
+             "collect": collect_profile(out / "runs" / "rehearse", {b: valid_n[b] for b in TRAIN_BENCHMARKS},
+                                        measured_eval, 5)}
+    (out / "call_profile.json").write_text(json.dumps(table, indent=1))
+    if a.write_profile:
+        estimate.PROFILE_PATH.write_text(json.dumps(table, indent=1) + "\n")
+        print(f"wrote {estimate.PROFILE_PATH}")
+    if estimate.PROFILE_PATH.exists():
+        profile = estimate.load_profile()
+        col, ev = estimates(valid_n, test_n, profile, shape["max_concurrency"])
+        report["collect"]["estimate_vs_measured"] = compare(col, report["collect"])
+        report["evaluate"]["estimate_vs_measured"] = compare(ev, report["evaluate"])
+        report["estimate_profile"] = profile.get("source")
+        print(json.dumps({k: report[k]["estimate_vs_measured"] for k in ("collect", "evaluate")}, indent=1))
+    (out / "rehearsal.json").write_text(json.dumps(report, indent=2))
+    (out / "rehearsal.md").write_text(markdown(report))
+    print(markdown(report))
     return 0
 
 

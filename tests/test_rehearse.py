@@ -136,9 +136,11 @@ PROFILE = {
     "evaluate": {"gsm8k": {"test": {m: [c, 100.0 * c, 50.0 * c] for m, c in
                                     [("vanilla", 1), ("cot", 1), ("cot_sc", 1), ("self_refine", 4), ("llm_debate", 5),
                                      ("best_seed", 1), ("w4s", 2)]},
-                           "seeds_valid": [3.0, 300.0, 900.0], "w4s_search": [2.0, 200.0, 100.0],
+                           "seeds_valid": [3.0, 300.0, 900.0],
+                           "w4s": {"sample": [2.0, 200.0, 100.0], "pass_rate": 0.5, "self_checks": 2.0},
                            "meta": [1.5, 8000.0, 2000.0]}},
-    "collect": {"gsm8k": {"turn": [10.0, 1000.0, 500.0], "seeds_valid": [3.0, 300.0, 900.0], "meta": [2.0, 9000.0, 8000.0]}},
+    "collect": {"gsm8k": {"search": {"sample": [2.0, 200.0, 100.0], "pass_rate": 0.8, "self_checks": 1.5},
+                          "seeds_valid": [3.0, 300.0, 900.0], "meta": [0.4, 9000.0, 8000.0]}},
 }
 
 
@@ -148,15 +150,17 @@ def test_estimate_is_the_plans_arithmetic():
     est = estimate.estimate_evaluate(sizes={"gsm8k": (4, 10)}, executor_models=["gpt-4o-mini"], meta_model="local/7b",
                                      seeds=[0, 1], methods=methods, iterations=3, num_candidates=1, max_concurrency=8,
                                      latency_s=2.0, meta_latency_s=10.0, profile=PROFILE)
-    per_seed_test = 10 * (1 + 1 + 1 + 4 + 5 + 1 + 2)
-    per_seed_valid = 4 * 3 + 4 * 3 + 3 * 4 * 2  # best_seed's seeds, W4S's seeds, 3 turns x 4 examples x 2
-    assert est["executor"]["calls"] == est["executor"]["paid_calls"] == pytest.approx(2 * (per_seed_test + per_seed_valid))
+    # per seed: 7 test passes; best_seed's and W4S's seed passes; 3 turns x (4 x 0.5 + 2 samples) x 2 calls,
+    # of which the passing candidates' self-check sample (0.5 per turn) comes from the cache
+    counted = 10 * (1 + 1 + 1 + 4 + 5 + 1 + 2) + 4 * 3 + 4 * 3 + 3 * 4 * 2
+    assert est["executor"]["calls"] == pytest.approx(2 * counted)
+    assert est["executor"]["paid_calls"] == pytest.approx(2 * (counted - 3 * 0.5 * 2))
     assert est["meta"]["calls"] == pytest.approx(2 * 3 * 1.5)
     paid = est["executor"]
     assert paid["paid_usd"] == pytest.approx((paid["paid_prompt_tokens"] * 0.15 + paid["paid_completion_tokens"] * 0.60) / 1e6,
                                              rel=1e-3)
     assert est["api_bound_hours"] == pytest.approx(paid["paid_calls"] * 2.0 / 8 / 3600)
-    chain = 3 * 2.0 + 3 * (1.5 * 10.0 + 2 * 2 * 2.0) + 2 * 2.0
+    chain = 3 * 2.0 + 3 * (1.5 * 10.0 + 3 * 2 * 2.0) + 2 * 2.0  # seeds, 3 x (meta + self-checks + a pass), test
     assert est["chain_hours"] == pytest.approx(chain / 3600)
     # a benchmark missing from the profile borrows the mean of its kind (svamp is math, as gsm8k)
     other = estimate.estimate_evaluate(sizes={"svamp": (4, 10)}, executor_models=["gpt-4o-mini"], meta_model="x",
@@ -166,9 +170,11 @@ def test_estimate_is_the_plans_arithmetic():
     col = estimate.estimate_collect(sizes={"gsm8k": 6}, executor_model="gpt-3.5-turbo", meta_model="x", num_episodes=2,
                                     num_turns=4, num_candidates=5, max_concurrency=8, latency_s=2.0,
                                     meta_latency_s=10.0, profile=PROFILE)
-    assert col["executor"]["calls"] == pytest.approx(2 * (6 * 3 + 6 * 4 * 10))
-    assert col["executor"]["paid_calls"] == pytest.approx(2 * 6 * 4 * 10 + 6 * 3)  # the 2nd episode's seeds are cached
-    assert col["meta"]["calls"] == pytest.approx(2 * 4 * 2)
+    per_candidate = 6 * 0.8 + 1.5  # samples
+    assert col["executor"]["calls"] == pytest.approx(2 * (6 * 3 + 4 * 5 * per_candidate * 2))
+    # the 2nd episode's seeds and every passing self-check sample are cache hits
+    assert col["executor"]["paid_calls"] == pytest.approx(6 * 3 + 2 * 4 * 5 * (per_candidate - 0.8) * 2)
+    assert col["meta"]["calls"] == pytest.approx(2 * 4 * 5 * 0.4)
 
 
 @pytest.mark.parametrize("script", ["evaluate.py", "collect.py"])
