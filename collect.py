@@ -45,9 +45,9 @@ from tqdm import tqdm
 import estimate
 from benchmarks import load_benchmark
 from benchmarks.overlap import overlap_report
-from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, parse_args
+from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, parse_args
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, WorkflowEnv, check_run_config, load_benchmarks,
-                        read_jsonl_or_exit, run_episode)
+                        open_cache, public_config, read_jsonl_or_exit, run_episode)
 
 
 @dataclass
@@ -161,14 +161,14 @@ def main() -> None:
     np.random.seed(args.seed)
     traj_path = out / "trajectories.jsonl"
     done = read_jsonl_or_exit(traj_path)
-    print(f"collect: run {out} | {len(done)} turns already recorded | config {json.dumps(asdict(args))}")
+    print(f"collect: run {out} | {len(done)} turns already recorded | config {json.dumps(public_config(asdict(args)))}")
     # Training items that share a question with an evaluation test split (MGSM translates GSM8K test items,
     # GSM-Plus perturbs them): their gold answers reach the meta-agent through the feedback.
     train_items = [e for b in benches for e in b.examples("valid")[: args.limit_valid or None]]
     print(overlap_report(train_items, args.data_dir))
 
     # --- build the executor, the meta-agent and the benchmarks --------------------------------------
-    cache = ResponseCache("cache/llm.sqlite") if args.cache else None
+    cache = open_cache(args.cache)
     executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
     meta_ledger = Ledger(out / "meta_calls.jsonl")
     executor = LLM(args.executor_model, args.executor_base_url, cache=cache, ledger=executor_ledger,

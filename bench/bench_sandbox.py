@@ -1,7 +1,7 @@
 """Figures for sandbox.py: execute_solution latency, HumanEval canonical solutions through check_program
 (serial and threaded), and run_workflow's overhead against an in-process run on a local server.
 
-    .venv/bin/python bench/bench_sandbox.py
+    .venv/bin/python bench/bench_sandbox.py [--data-dir ../shared/data]
 """
 import gzip
 import json
@@ -86,9 +86,46 @@ def overhead(num_samples: int = 128, latency_s: float = 0.2) -> None:
               f"vs floor {t_sb / floor:.2f}")
 
 
+GOLD_HUNT = """
+import json, os
+def solver(agent, task):
+    # find a data folder named on any process's command line, then look the question up in it
+    for pid in [p for p in os.listdir('/proc') if p.isdigit()]:
+        try:
+            argv = open(f'/proc/{pid}/cmdline', 'rb').read().decode().split('\\0')
+        except OSError:
+            continue
+        for arg in argv:
+            path = os.path.join(os.path.dirname(os.path.abspath(arg)) if arg.endswith('.py') else arg, 'gsm8k_test.jsonl')
+            for candidate in (path, os.path.join(arg, 'gsm8k_test.jsonl')):
+                try:
+                    for line in open(candidate):
+                        row = json.loads(line)
+                        if row['question'].strip() == task.strip():
+                            return {'answer': row['answer'].split('####')[-1].strip()}
+                except (OSError, ValueError, KeyError):
+                    pass
+    return {'answer': 'not found'}
+"""
+
+
+def gold_hunt(data_dir: str, num_examples: int = 20) -> None:
+    """Issue 12: a workflow that finds the data folder through /proc and reads GSM8K's gold answers."""
+    from benchmarks import load_benchmark
+    b = load_benchmark("gsm8k", data_dir)
+    examples = b.examples("test")[:num_examples]
+    with LocalServer(lambda body: Reply(["ok"])) as srv:
+        agent = executor.Agent(executor.LLM("local-bench", base_url=srv.base_url, api_key="x"))
+        run = sandbox.run_workflow(GOLD_HUNT, [{"task": e["task"]} for e in examples], agent)
+    acc = sum(b.score(s.answer, e) for s, e in zip(run.samples, examples)) / len(examples)
+    print(f"gold-hunting workflow on {num_examples} GSM8K test examples | accuracy {acc:.3f} | "
+          f"calls {sum(s.calls for s in run.samples)} | private_fs {sandbox.sandbox_info().get('private_fs')}")
+
+
 if __name__ == "__main__":
     print("sandbox:", sandbox.sandbox_info(), "| threads:", threading.active_count())
     latency()
     humaneval(1)
     humaneval(8)
     overhead()
+    gold_hunt(sys.argv[sys.argv.index("--data-dir") + 1] if "--data-dir" in sys.argv else str(ROOT.parent / "shared" / "data"))

@@ -1,14 +1,20 @@
-"""Throughput and memory of train_rlao.py's training step.
+"""Throughput, memory and bf16 numerics of train_rlao.py's training step.
 
-CPU mode (default): the same small random Qwen2 model and the same synthetic trajectories, trained by
-train_rlao.py (a subprocess) and by a reference built on transformers' Trainer with the same weighted loss
-(compute_loss overridden; another subprocess). Prints tokens/s over the timed steps (the first is skipped),
-peak RSS of each process, and the ratios.
-    python bench/bench_train.py                 # ~2-4 minutes on 2 cores
+CPU mode (default), on one small random Qwen2 model (weights drawn like a 7B's, std 0.02) and the same
+synthetic trajectories:
+1. bf16 numerics: --opt-steps AdamW steps at lr 1e-5 on the same batches with train_rlao's loss, in fp32,
+   bf16 + Kahan-compensated AdamW (optimi, the default), plain bf16 AdamW, and bf16 + stochastic rounding
+   (torchao, when installed): loss after the steps (evaluated in fp32), fraction of weights that changed,
+   distance of the accumulated weight change from fp32's, tokens/s.
+2. train_rlao.py (a subprocess) vs a reference built on transformers' Trainer with the same weighted loss
+   (compute_loss overridden; another subprocess): tokens/s over the timed steps (the first is skipped), peak RSS.
+3. train_rlao.py in 1 process vs 2 processes (torchrun, FSDP2 over gloo) with the same global batch: tokens/s.
+    python bench/bench_train.py                 # ~2-3 minutes on 2 idle cores
 GPU mode: a Qwen2.5-7B-shaped model from its config (random bf16 weights, nothing downloaded), full
-fine-tuning at 8,192 tokens with train_rlao's loss, optimizer-in-backward and activation checkpointing.
-Prints peak GPU memory, tokens/s and model-FLOPs utilisation (6 * params * tokens/s + attention, over
-the card's dense bf16 peak).
+fine-tuning at 8,192 tokens with train_rlao's loss, its default bf16 optimizer (Kahan-compensated AdamW),
+optimizer-in-backward and activation checkpointing. Prints peak GPU memory, tokens/s, model-FLOPs
+utilisation (6 * params * tokens/s + attention, over the card's dense bf16 peak) and the time one epoch of
+1,000 samples of 6k tokens would take.
     python bench/bench_train.py --gpu --num-steps 6
 """
 import argparse
@@ -54,15 +60,15 @@ def write_data(d: Path, num_states: int) -> Path:
     return path
 
 
-def write_model(d: Path, hidden: int, layers: int) -> Path:
+def write_model(d: Path, hidden: int, layers: int, name: str = "model") -> Path:
     tok = AutoTokenizer.from_pretrained(executor.embedded_model_dir())
     torch.manual_seed(0)
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
                       num_attention_heads=hidden // 64, num_key_value_heads=max(1, hidden // 256),
                       max_position_embeddings=4096, tie_word_embeddings=True)
-    Qwen2ForCausalLM(cfg).save_pretrained(d / "model")
-    tok.save_pretrained(d / "model")
-    return d / "model"
+    Qwen2ForCausalLM(cfg).save_pretrained(d / name)
+    tok.save_pretrained(d / name)
+    return d / name
 
 
 def run_trainer_reference(a) -> None:
@@ -111,19 +117,78 @@ def run_trainer_reference(a) -> None:
                       "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
 
 
+def optimizer_run(model_dir: Path, samples, batches, dtype, make_optimizer) -> dict:
+    """Train a fresh copy of the model on `batches` (lists of samples) with train_rlao's loss; the loss of the
+    result over all samples is evaluated in fp32, so only the weights differ between runs."""
+    model = Qwen2ForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    start = [p.detach().to(dtype).float() for p in model.parameters()]
+    model.to(dtype).train()
+    opt = make_optimizer(list(model.parameters()))
+    t0, num_tokens = time.perf_counter(), 0
+    for mb in batches:
+        b = train_rlao.collate(mb, 0, "cpu")
+        loss, _ = train_rlao.rwr_loss(model, b["input_ids"], b["attention_mask"], b["labels"], b["weights"], len(mb), 1024)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        num_tokens += int(b["attention_mask"].sum())
+    tps = num_tokens / (time.perf_counter() - t0)
+    change = torch.cat([(p.detach().float() - p0).flatten() for p, p0 in zip(model.parameters(), start)])
+    model.float().eval()
+    with torch.no_grad():
+        b = train_rlao.collate(samples, 0, "cpu")
+        _, nll = train_rlao.rwr_loss(model, b["input_ids"], b["attention_mask"], b["labels"], b["weights"], 1, 1024)
+    return {"loss": nll.mean().item(), "change": change, "tokens_per_s": tps}
+
+
+def bench_optimizers(a, data: Path, model_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    records, _ = train_rlao.read_candidates([str(data)], min_reward=float("-inf"), turns=[], benchmarks=[])
+    samples, _ = train_rlao.build_samples(records, tok, tau=0.4, max_len=4096, loss_on_all_tokens=False)
+    batches = [samples[(i * a.batch_size) % len(samples):][:a.batch_size] for i in range(a.opt_steps)]
+    kw = dict(lr=1e-5, betas=(0.9, 0.95), weight_decay=0.0)
+    runs = {"fp32, torch AdamW": (torch.float32, lambda ps: train_rlao.make_optimizer(ps, "adamw", **kw)),
+            "bf16, Kahan AdamW (optimi, default)": (torch.bfloat16, lambda ps: train_rlao.make_optimizer(ps, "adamw_kahan", **kw)),
+            "bf16, plain torch AdamW": (torch.bfloat16, lambda ps: train_rlao.make_optimizer(ps, "adamw", **kw))}
+    try:  # the measured alternative; not a dependency of train_rlao.py
+        from torchao.optim import _AdamW
+        runs["bf16, stochastic rounding (torchao)"] = (torch.bfloat16, lambda ps: _AdamW(ps, bf16_stochastic_round=True, eps=1e-8, **kw))
+    except ImportError:
+        print("bf16 + stochastic rounding: torchao not installed, row skipped (pip install torchao to add it)")
+    torch.manual_seed(0)
+    init = optimizer_run(model_dir, samples, [], torch.float32, lambda ps: torch.optim.SGD(ps, lr=0.0))["loss"]
+    print(f"Qwen2 hidden 64, 2 layers | {a.opt_steps} steps x {a.batch_size} samples at lr 1e-5 | loss before "
+          f"{init:.5f} (every loss evaluated in fp32 on all {len(samples)} samples)", flush=True)
+    ref = None
+    for name, (dt, make) in runs.items():  # fp32 first: the reference of the others
+        r = optimizer_run(model_dir, samples, batches, dt, make)
+        ref = ref or r
+        dev = ((r["change"] - ref["change"]).norm() / ref["change"].norm()).item()
+        print(f"{name:38s}: loss {r['loss']:.5f} (drop {(init - r['loss']) / (init - ref['loss']):6.1%} of fp32's) | "
+              f"weights changed {(r['change'] != 0).float().mean():6.1%} | |dW - dW_fp32| / |dW_fp32| {dev:.3f} | "
+              f"{r['tokens_per_s']:6.0f} tokens/s", flush=True)
+
+
+def mean_tokens_per_s(run_dir: Path) -> float:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][1:]  # first step not timed
+    return sum(r["sys/tokens_per_s"] * r["sys/step_s"] for r in rows) / sum(r["sys/step_s"] for r in rows)
+
+
 def bench_cpu(a) -> None:
     d = Path(tempfile.mkdtemp(prefix="bench_train_"))
     data, model = write_data(d, a.num_states), write_model(d, a.hidden, a.layers)
+    torch.set_num_threads(a.num_threads)
+    # numerics on a smaller model of the same shape family: CPU bf16 matmuls are slow
+    bench_optimizers(a, data, write_model(d, 64, 2, "numerics"))
     # one torch thread per run: on a shared 2-core machine, spinning OpenMP threads make timings meaningless
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(a.num_threads)}
     # ours: length-grouped batches, loss on action tokens with chunked logits, plain AdamW on CPU
-    cmd = [sys.executable, str(ROOT / "train_rlao.py"), "--trajectories", str(data), "--model", str(model), "--out-dir",
-           str(d), "--run", "ours", "--dtype", "float32", "--device", "cpu", "--batch-size", str(a.batch_size),
-           "--max-steps", str(a.num_steps), "--num-epochs", "1", "--save-every", "0", "--lr", "1e-4"]
+    flags = ["--trajectories", str(data), "--model", str(model), "--out-dir", str(d), "--dtype", "float32", "--device", "cpu",
+             "--max-steps", str(a.num_steps), "--num-epochs", "1", "--save-every", "0", "--lr", "1e-4"]
+    cmd = [sys.executable, str(ROOT / "train_rlao.py"), *flags, "--run", "ours", "--batch-size", str(a.batch_size)]
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
     rows = [json.loads(line) for line in (d / "ours" / "metrics.jsonl").read_text().splitlines()][1:]
-    ours = {"tokens_per_s": sum(r["sys/tokens_per_s"] * r["sys/step_s"] for r in rows) / sum(r["sys/step_s"] for r in rows),
-            "peak_rss_gib": max(r["sys/peak_mem_gib"] for r in rows)}
+    ours = {"tokens_per_s": mean_tokens_per_s(d / "ours"), "peak_rss_gib": max(r["sys/peak_mem_gib"] for r in rows)}
     out = subprocess.run([sys.executable, __file__, "--trainer-child", "--data", str(data), "--model", str(model),
                           "--batch-size", str(a.batch_size), "--num-steps", str(a.num_steps)],
                          check=True, env=env, capture_output=True, text=True).stdout.strip().splitlines()[-1]
@@ -134,6 +199,13 @@ def bench_cpu(a) -> None:
     print(f"train_rlao.py : {ours['tokens_per_s']:8.0f} tokens/s | peak RSS {ours['peak_rss_gib']:.2f} GiB")
     print(f"HF Trainer    : {ref_tps:8.0f} tokens/s | peak RSS {ref['peak_rss_gib']:.2f} GiB")
     print(f"ratio (ours / Trainer): speed x{ours['tokens_per_s'] / ref_tps:.2f} | memory x{ours['peak_rss_gib'] / ref['peak_rss_gib']:.2f}")
+    # the same global batch over 2 processes (FSDP2, gloo): each takes half of every micro-batch
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                    str(ROOT / "train_rlao.py"), "--", *flags, "--run", "two", "--batch-size", str(a.batch_size // 2)],
+                   check=True, env=env, capture_output=True, text=True)
+    two = mean_tokens_per_s(d / "two")
+    print(f"train_rlao.py, 1 process : {ours['tokens_per_s']:8.0f} tokens/s (batch {a.batch_size})")
+    print(f"train_rlao.py, 2 processes (FSDP2, gloo): {two:8.0f} tokens/s (batch {a.batch_size // 2} each) | x{two / ours['tokens_per_s']:.2f}")
 
 
 def bench_gpu(a) -> None:
@@ -147,9 +219,11 @@ def bench_gpu(a) -> None:
     model.train()
     num_params = sum(p.numel() for p in model.parameters())
     grad_sq = torch.zeros((), device=dev)
-    train_rlao.attach_optimizer_in_backward(model, lambda ps: torch.optim.AdamW(ps, lr=1e-5, betas=(0.9, 0.95)), grad_sq)
+    make = lambda ps: train_rlao.make_optimizer(ps, "adamw_kahan", lr=1e-5, betas=(0.9, 0.95), weight_decay=0.0)  # noqa: E731
+    train_rlao.attach_optimizer_in_backward(model, make, grad_sq)
     plan = train_rlao.memory_plan(cfg, num_params, max(p.numel() for p in model.parameters()), tokens=a.seq_len,
-                                  bytes_per_el=2, optimizer_in_backward=True, checkpointing=True, logits_chunk_tokens=1024)
+                                  bytes_per_el=2, kahan=True, optimizer_in_backward=True, checkpointing=True,
+                                  logits_chunk_tokens=1024)
     print("memory plan: " + " | ".join(f"{k} {v:.1f} GiB" for k, v in plan.items()))
     ids = torch.randint(0, cfg.vocab_size, (1, a.seq_len), device=dev)
     labels = ids.clone()
@@ -173,6 +247,9 @@ def bench_gpu(a) -> None:
     print(f"{name} | {num_params / 1e9:.2f}B params | {a.seq_len} tokens | peak memory "
           f"{torch.cuda.max_memory_allocated() / 2 ** 30:.1f} GiB allocated, {torch.cuda.max_memory_reserved() / 2 ** 30:.1f} GiB "
           f"reserved | {tps:.0f} tokens/s | MFU {flops_per_token * tps / (peak * 1e12):.1%} (of {peak:.0f} TFLOP/s bf16)")
+    # the paper reports about 1 GPU hour of training; one epoch of 1,000 samples of 6k tokens at this rate:
+    print(f"one epoch of 1,000 samples x 6,144 tokens: {1000 * 6144 / tps / 3600:.2f} h at {tps:.0f} tokens/s "
+          f"(measured at {a.seq_len} tokens; shorter samples run a little faster)")
 
 
 if __name__ == "__main__":
@@ -180,6 +257,7 @@ if __name__ == "__main__":
     p.add_argument("--gpu", action="store_true", help="the 7B-shaped GPU benchmark")
     p.add_argument("--num-threads", type=int, default=1, help="CPU: torch threads per run")
     p.add_argument("--num-steps", type=int, default=6, help="steps per run (the first is not timed)")
+    p.add_argument("--opt-steps", type=int, default=10, help="CPU: steps of the bf16-numerics comparison")
     p.add_argument("--batch-size", type=int, default=4, help="CPU: samples per step")
     p.add_argument("--num-states", type=int, default=12, help="CPU: states in the synthetic data (3 samples each)")
     p.add_argument("--hidden", type=int, default=256, help="CPU: hidden size of the small Qwen2")

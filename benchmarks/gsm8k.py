@@ -8,7 +8,7 @@ Score: AFlow's: the last number in the prediction equals the gold within 1e-6.
 """
 from __future__ import annotations
 
-from benchmarks.common import adas_split, data_file, last_number, read_jsonl
+from benchmarks.common import adas_split, bounded_scorer, data_file, last_number, read_jsonl
 
 NAME = "gsm8k"
 KIND = "math"
@@ -36,6 +36,7 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
     return {"valid": valid, "test": test}
 
 
+@bounded_scorer(linear=True)
 def score(prediction, example) -> float:
     """1.0 when the last number in the prediction equals the gold within 1e-6.
 

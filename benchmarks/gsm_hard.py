@@ -7,7 +7,7 @@ Id: gsm_hard/<row>. Score: float(prediction) within 0.1 of the target, as the sa
 """
 from __future__ import annotations
 
-from benchmarks.common import adas_split, as_text, data_file, read_jsonl
+from benchmarks.common import adas_split, as_text, bounded_scorer, data_file, read_jsonl
 
 NAME = "gsm_hard"
 KIND = "math"
@@ -42,6 +42,7 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
     return {"valid": valid, "test": test}
 
 
+@bounded_scorer(linear=True)
 def score(prediction, example) -> float:
     """1.0 when float(prediction) is within 0.1 of the target; text around the number scores 0.
 

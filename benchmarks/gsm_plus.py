@@ -7,7 +7,7 @@ as "4.33", "1/10" or "None" (the "critical thinking" questions have no numeric a
 """
 from __future__ import annotations
 
-from benchmarks.common import adas_number_match, adas_split, as_text, data_file, read_jsonl
+from benchmarks.common import adas_number_match, adas_split, as_text, bounded_scorer, data_file, read_jsonl
 
 NAME = "gsm_plus"
 KIND = "math"
@@ -35,6 +35,7 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
     return {"valid": valid, "test": test}
 
 
+@bounded_scorer(linear=True)
 def score(prediction, example) -> float:
     """1.0 when the prediction is the gold answer as a string (commas and trailing ".0" ignored).
 

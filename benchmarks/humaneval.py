@@ -9,7 +9,7 @@ in the sandbox, after AFlow's preparation (geekan/MetaGPT metagpt/ext/aflow/benc
 """
 from __future__ import annotations
 
-from benchmarks.common import (CODE_PRELUDE, as_text, data_file, extract_program, public_test_source, read_jsonl,
+from benchmarks.common import (CODE_PRELUDE, as_text, bounded, data_file, extract_program, public_test_source, read_jsonl,
                                run_tests, sanitize)
 
 NAME = "humaneval"
@@ -75,4 +75,6 @@ def score(prediction, example) -> float:
 
     Example: score(example["task"] + example["answer"], example) == 1.0 for the canonical solution.
     """
-    return run_tests(prepare_program(prediction, example["entry_point"]), example["test"])
+    # extraction and sanitising are bounded (a pathological answer scores 0), the tests run in the sandbox
+    program = bounded(__name__, "prepare_program", [as_text(prediction), example["entry_point"]], None)
+    return 0.0 if program is None else run_tests(program, example["test"], entry_point=example["entry_point"])

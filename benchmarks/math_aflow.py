@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from math import isclose
 
-from benchmarks.common import as_text, data_file, read_jsonl
+from benchmarks.common import as_text, bounded, bounded_scorer, data_file, read_jsonl
 
 NAME = "math"
 KIND = "math"
@@ -40,6 +40,7 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
     return splits
 
 
+@bounded_scorer(linear=True)
 def score(prediction, example) -> float:
     """1.0 when the boxed (else last-sentence) answers are equal as AFlow's math_equal decides.
 
@@ -116,14 +117,20 @@ def _sympy_namespace() -> dict:
     return namespace
 
 
+def _parseable(text) -> bool:
+    """Whether _parse would hand the text to sympy at all (a cheap check, no sympy)."""
+    text = str(text)
+    if not _SAFE_EXPR.fullmatch(text) or "__" in text:
+        return False
+    # Chained powers or factorials, or ones of long literals, take unbounded time: refuse, do not hang.
+    num_heavy = text.count("**") + text.count("!")
+    return not (num_heavy > 1 or (num_heavy == 1 and _BIG_LITERAL.search(text)))
+
+
 def _parse(text: str):
     """A sympy expression, or None where AFlow's _parse would have returned the raw string."""
     text = str(text)
-    if not _SAFE_EXPR.fullmatch(text) or "__" in text:
-        return None
-    # Chained powers or factorials, or ones of long literals, take unbounded time: refuse, do not hang.
-    num_heavy = text.count("**") + text.count("!")
-    if num_heavy > 1 or (num_heavy == 1 and _BIG_LITERAL.search(text)):
+    if not _parseable(text):
         return None
     from sympy.parsing.sympy_parser import parse_expr
 
@@ -134,6 +141,13 @@ def _parse(text: str):
 
 
 def _symbolic_equal(prediction: str, reference: str) -> bool:
+    # sympy can be made to run for ever (factorial(factorial(30))): it runs in a limited process
+    if not (_parseable(prediction) and _parseable(reference)):
+        return False
+    return bool(bounded(__name__, "_sympy_equal", [str(prediction), str(reference)], False))
+
+
+def _sympy_equal(prediction: str, reference: str) -> bool:
     a, b = _parse(prediction), _parse(reference)
     # AFlow would go on with an unparsed string, where a - b and N(string) raise: not equal.
     if a is None or b is None:

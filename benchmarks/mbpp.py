@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from benchmarks.common import (CODE_PRELUDE, as_text, data_file, extract_program, public_test_source, read_jsonl,
+from benchmarks.common import (CODE_PRELUDE, as_text, bounded, data_file, extract_program, public_test_source, read_jsonl,
                                run_tests, sanitize)
 
 NAME = "mbpp"
@@ -68,4 +68,6 @@ def prepare_program(prediction, entry_point: str) -> str:
 
 def score(prediction, example) -> float:
     """pass@1: 1.0 when the hidden tests pass. score(example["answer"], example) == 1.0 for the reference."""
-    return run_tests(prepare_program(prediction, example["entry_point"]), example["test"])
+    # extraction and sanitising are bounded (a pathological answer scores 0), the tests run in the sandbox
+    program = bounded(__name__, "prepare_program", [as_text(prediction), example["entry_point"]], None)
+    return 0.0 if program is None else run_tests(program, example["test"], entry_point=example["entry_point"])

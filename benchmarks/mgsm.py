@@ -6,7 +6,7 @@ seed 0, 128 validation / next 800 test. Id: mgsm/<lang>/<row>. Score: ADAS's exa
 """
 from __future__ import annotations
 
-from benchmarks.common import adas_number_match, adas_split, as_text, data_file
+from benchmarks.common import adas_number_match, adas_split, as_text, bounded_scorer, data_file
 
 NAME = "mgsm"
 KIND = "math"
@@ -55,6 +55,7 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
     return {"valid": valid, "test": test}
 
 
+@bounded_scorer(linear=True)
 def score(prediction, example) -> float:
     """1.0 when the prediction is the gold number as a string (commas and trailing ".0" ignored).
 

@@ -7,7 +7,8 @@ the ten letters A-J.
 """
 from __future__ import annotations
 
-from benchmarks.common import LETTERS, adas_letter, adas_split, as_text, data_file, format_choices, read_jsonl
+from benchmarks.common import (LETTERS, adas_letter, adas_split, as_text, bounded_scorer, data_file, format_choices,
+                               read_jsonl)
 
 NAME = "mmlu_pro"
 KIND = "multiple_choice"
@@ -49,6 +50,7 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
     return {"valid": valid, "test": test}
 
 
+@bounded_scorer(linear=True)
 def score(prediction, example) -> float:
     """1.0 when ADAS's letter extraction gives the gold letter: "D" or "(D) 600" count, "d" does not.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.common import adas_number_match, adas_split, adas_target, as_text, data_file
+from benchmarks.common import adas_number_match, adas_split, adas_target, as_text, bounded_scorer, data_file
 
 NAME = "svamp"
 KIND = "math"
@@ -37,6 +37,7 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
     return {"valid": valid, "test": test}
 
 
+@bounded_scorer(linear=True)
 def score(prediction, example) -> float:
     """1.0 when the prediction is the gold number as a string (commas and trailing ".0" ignored).
 

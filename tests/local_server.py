@@ -2,7 +2,9 @@
 
 It plays the remote paid service, nothing else: the shipped code talks to it through the real
 `openai` client. A `responder(body) -> Reply` decides what each request gets, so tests can script
-answers, inject faults (429, 500, malformed JSON, hangs) and count requests.
+answers, inject faults (429, 500, 400 with the server's message, malformed JSON, hangs), count requests
+and the most that were in flight at once; `seeded` samples deterministically from the request's seed,
+as vLLM does.
 
     with LocalServer(lambda body: Reply(["4"])) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="test")
@@ -10,6 +12,7 @@ answers, inject faults (429, 500, malformed JSON, hangs) and count requests.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,12 +29,22 @@ class Reply:
     delay_s: float = 0.0         # extra latency for this request (a hang when > client timeout)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    error: str | None = None     # the error message of a non-200 reply (default "injected <status>")
+    param: str | None = None     # the error's `param`, as OpenAI sends for a rejected parameter
 
 
 def echo_last_user(body: dict) -> Reply:
     """Default responder: answer every choice with the last user message."""
     text = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
     return Reply([text] * body.get("n", 1))
+
+
+def seeded(body: dict) -> Reply:
+    """Sample like a server that honours `seed`: choice j of a request seeded s is a stable function of
+    (s, j), so equal seeds give equal answers; without a seed every answer is fresh."""
+    seed = body.get("seed")
+    pick = (lambda j: random.Random(f"{seed}-{j}")) if seed is not None else (lambda j: random.Random())
+    return Reply([json.dumps({"answer": str(pick(j).randrange(10 ** 9))}) for j in range(body.get("n", 1))])
 
 
 class LocalServer:
@@ -43,6 +56,8 @@ class LocalServer:
         self.latency_s = latency_s
         self.supports_n = supports_n  # False: behave like servers that ignore n and return one choice
         self.requests: list[dict] = []  # every request body, in arrival order
+        self.in_flight = 0      # requests being answered now
+        self.max_in_flight = 0  # the most at once since the start
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -87,12 +102,19 @@ class LocalServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 with server._lock:
                     server.requests.append(body)
-                reply = server.responder(body)
-                time.sleep(server.latency_s + reply.delay_s)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server.responder(body)
+                    time.sleep(server.latency_s + reply.delay_s)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
                 if reply.raw_body is not None:
                     return self._send(reply.status, reply.raw_body)
                 if reply.status != 200:
-                    return self._send(reply.status, json.dumps({"error": {"message": f"injected {reply.status}"}}))
+                    error = {"message": reply.error or f"injected {reply.status}", "param": reply.param}
+                    return self._send(reply.status, json.dumps({"error": error}))
                 contents = reply.contents if server.supports_n else reply.contents[:1]
                 prompt_tokens = reply.prompt_tokens
                 if prompt_tokens is None:

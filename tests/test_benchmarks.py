@@ -378,3 +378,66 @@ def test_mmlu_pro_rebuild_reproduces_the_file(data_dir):
             archive.writestr(f"outputs/{category}.json", json.dumps(extra))
     import hashlib
     assert hashlib.sha256(dl._rebuild_mmlu_pro(buffer.getvalue())).hexdigest() == SHA256["mmlu_pro_full_test.jsonl"]
+
+
+# ---------------------------------------------------------------- issue 12: scores cannot be faked or hang
+
+ALWAYS_EQUAL = '''
+class AlwaysEqual:
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __bool__(self): return True
+    def __hash__(self): return 0
+    def __lt__(self, other): return True
+    __le__ = __gt__ = __ge__ = __lt__
+    def __abs__(self): return 0
+    def __sub__(self, other): return self
+    __rsub__ = __add__ = __radd__ = __mul__ = __rmul__ = __sub__
+    def __float__(self): return 0.0
+    def __len__(self): return 0
+    def __iter__(self): return iter([])
+    def __str__(self): return ""
+
+def ENTRY(*args, **kwargs):
+    return AlwaysEqual()
+'''
+
+
+def test_rigged_equality_scores_zero_on_hidden_and_public_tests(loaded):
+    import sandbox
+    for name, ids in (("humaneval", ("HumanEval/0", "HumanEval/2", "HumanEval/53")), ("mbpp", ("mbpp/2", "mbpp/11"))):
+        b = loaded[name]
+        for e in (x for x in _all(b) if x["id"] in ids):
+            rigged = ALWAYS_EQUAL.replace("ENTRY", e["entry_point"])
+            assert b.score(rigged, e) == 0.0, e["id"]
+            if e["public_tests"]:
+                assert not sandbox.check_program(rigged, e["public_tests"]).passed, e["id"]
+
+
+def test_pathological_math_answer_scores_zero():
+    # sympy would compute factorial(factorial(30)) for ever; it runs in a limited process and scores 0
+    assert _score("math", r"\boxed{factorial(factorial(30))}", {"answer": r"\boxed{1}"}) == 0.0
+    assert _score("math", "x" + "\\boxed{" * 20000, {"answer": r"\boxed{1}"}) == 0.0
+    assert _score("math", r"\boxed{12*12}", {"answer": r"\boxed{144}"}) == 1.0  # sympy still runs
+
+
+def test_pathological_code_answer_scores_zero(synthetic_dir):
+    b = load_benchmark("humaneval", synthetic_dir, verify=False)
+    e = b.examples("valid")[0]
+    # every line opens a bracket that never closes: each of the ~80,000 spans the longest-parsable search
+    # tries fails only at its end (the official search is cubic here: minutes)
+    unparsable = "\n".join("[" + "1, " * 80 for _ in range(400))
+    assert b.score(unparsable, e) == 0.0
+    assert b.score("def add_one(x: int) -> int:\n    return x + 1\n", e) == 1.0
+
+
+@pytest.mark.parametrize("name,example", [
+    ("drop", {"answer": ["12"]}), ("gsm8k", {"answer": 12.0}), ("mgsm", {"answer": "12"}),
+    ("mmlu_pro", {"answer": "B", "num_options": 10}), ("gsm_hard", {"answer": 12.0})])
+def test_long_answers_are_scored_in_a_bounded_process_with_the_same_result(name, example):
+    from benchmarks import _MODULES
+    fn = _MODULES[name].score
+    for prediction in ("12", "B", "(B) x " * 400 + "12", ["12"]):  # the last two go to the limited process
+        assert fn(prediction, example) == fn.__wrapped__(prediction, example), prediction
+    if name in ("gsm8k", "mmlu_pro"):
+        assert fn("(B) 12 " * 400, example) == 1.0  # scored there, and right

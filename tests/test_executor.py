@@ -1,6 +1,7 @@
 """executor.py against a real local OpenAI-compatible server (tests/local_server.py), through the real
 openai client: n, JSON mode and its fallback, accounting, cache, budget, faults, the CLI, the embedded model."""
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ import pytest
 
 import executor as ex
 from executor import LLM, Agent, BudgetExceeded, Ledger, LLMError, ResponseCache, is_local_model
-from tests.local_server import LocalServer, Reply
+from tests.local_server import LocalServer, Reply, seeded
 
 ROOT = Path(__file__).resolve().parents[1]
 USER = [{"role": "user", "content": "What is 2+3?"}]
@@ -63,19 +64,72 @@ def test_json_mode_is_sent_and_missing_keys_are_filled():
                                        "Reply in JSON format, ONLY using the keys ['reasoning', 'answer'].\nBe brief."}
 
 
-def test_json_mode_rejected_falls_back_to_text_extraction():
+def test_json_mode_rejected_falls_back_to_text_extraction(tmp_path):
+    """Only a 400 about response_format turns JSON mode off, for that endpoint and model only (every LLM
+    on them), and the cache keys say what was sent."""
     def responder(body):
-        if "response_format" in body:
-            return Reply(status=400)
+        if "response_format" in body and body["model"] == "gpt-4o-mini":
+            return Reply(status=400, error="response_format is not supported by this model", param="response_format")
         return Reply(['Sure! Here it is: {"reasoning": "2+3", "answer": 5} Hope this helps.'])
 
     with LocalServer(responder) as srv:
-        agent = Agent(make_llm(srv))
+        llm = make_llm(srv, tmp_path)
+        agent = Agent(llm)
         assert agent.call_json_format_llm(USER, return_dict_keys=["reasoning", "answer"]) == [
             {"reasoning": "2+3", "answer": 5}]
         assert srv.count == 2  # rejected once, then retried without response_format
-        agent.call_json_format_llm([{"role": "user", "content": "again"}], return_dict_keys=["answer"])
-        assert srv.count == 3 and "response_format" not in srv.requests[-1]  # it remembered
+        messages = srv.requests[-1]["messages"]
+        assert llm._keys(messages, 0.5, 1.0, llm.max_tokens, False, 1) == list(llm.cache.get_many(
+            llm._keys(messages, 0.5, 1.0, llm.max_tokens, False, 1)))  # keyed as sent: without JSON mode
+        assert not llm.cache.get_many(llm._keys(messages, 0.5, 1.0, llm.max_tokens, True, 1))
+        Agent(make_llm(srv)).call_json_format_llm([{"role": "user", "content": "again"}], return_dict_keys=["answer"])
+        assert srv.count == 3 and "response_format" not in srv.requests[-1]  # remembered, by another LLM too
+        Agent(make_llm(srv, model="gpt-4o")).call_json_format_llm(USER, return_dict_keys=["answer"])
+        assert srv.requests[-1]["response_format"] == {"type": "json_object"}  # another model keeps it
+
+
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_bad_request_is_the_callers_fault_and_keeps_json_mode(tmp_path, status):
+    """max_tokens over the limit (or a prompt over the context) is a BadRequestError with the server's
+    message, counted as a bad request and not as a failed call; JSON mode stays on for the next call."""
+    def responder(body):
+        if body["max_tokens"] > 100:
+            return Reply(status=status, error="max_tokens is too large: 5000. This model's maximum context "
+                                              "length is 4096 tokens.", param="max_tokens")
+        return Reply(['{"answer": "5"}'])
+
+    with LocalServer(responder) as srv:
+        agent = Agent(make_llm(srv, ledger=Ledger(tmp_path / "calls.jsonl"), max_retries=2))
+        with pytest.raises(ex.BadRequestError, match="max_tokens is too large"):
+            agent.call_json_format_llm(USER, return_dict_keys=["answer"], max_tokens=5000)
+        assert srv.count == 1  # not retried
+        assert (agent.usage.bad_requests, agent.usage.failed_calls, agent.usage.calls) == (1, 0, 1)
+        assert agent.llm.ledger.summary()["bad_requests"] == 1
+        assert json.loads((tmp_path / "calls.jsonl").read_text())["bad_request"] is True
+        assert agent.call_json_format_llm(USER, return_dict_keys=["answer"], max_tokens=50) == [{"answer": "5"}]
+        assert srv.requests[-1]["response_format"] == {"type": "json_object"}
+
+
+def test_a_workflows_bad_request_reaches_its_sample_result():
+    import sandbox
+    workflow = ("def solver(agent, task):\n"
+                "    return {'answer': agent.call_llm([{'role': 'user', 'content': task}], temperature=3)[0]}\n")
+    def responder(body):
+        return Reply(status=400, error="temperature must be <= 2") if body["temperature"] > 2 else Reply(["x"])
+
+    with LocalServer(responder) as srv:
+        run = sandbox.run_workflow(workflow, [{"task": "t"}], Agent(make_llm(srv)))
+    sample = run.samples[0]
+    assert (sample.bad_requests, sample.failed_calls, sample.calls) == (1, 0, 1)
+    assert "temperature must be <= 2" in sample.error
+
+
+def test_prompt_over_the_size_limit_is_refused_unsent():
+    with LocalServer() as srv:
+        agent = Agent(make_llm(srv, max_prompt_chars=1000))
+        with pytest.raises(ex.BadRequestError, match="1000"):
+            agent.call_llm([{"role": "user", "content": "x" * 2000}])
+        assert srv.count == 0 and agent.usage.bad_requests == 1 and agent.usage.failed_calls == 0
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -184,13 +238,14 @@ def test_cache_is_shared_across_processes(tmp_path):
 # -- budget ----------------------------------------------------------------------------------------
 
 def test_budget_stops_cleanly_and_loses_nothing(tmp_path):
-    reply = lambda b: Reply(["5"], prompt_tokens=1000, completion_tokens=1000)  # noqa: E731  $0.0125 on gpt-4o
+    # $0.010025 a call on gpt-4o; each reserves ~$0.0101 (its prompt's bytes and 1000 completion tokens)
+    reply = lambda b: Reply(["5"], prompt_tokens=10, completion_tokens=1000)  # noqa: E731
     with LocalServer(reply) as srv:
-        ledger = Ledger(tmp_path / "calls.jsonl", budget_usd=0.02)
-        agent = Agent(make_llm(srv, tmp_path, model="gpt-4o", ledger=ledger))
+        ledger = Ledger(tmp_path / "calls.jsonl", budget_usd=0.025)
+        agent = Agent(make_llm(srv, tmp_path, model="gpt-4o", ledger=ledger, max_tokens=1000))
         agent.call_llm([{"role": "user", "content": "1"}])
-        agent.call_llm([{"role": "user", "content": "2"}])  # starts under budget, ends over it
-        with pytest.raises(BudgetExceeded, match="budget"):
+        agent.call_llm([{"role": "user", "content": "2"}])
+        with pytest.raises(BudgetExceeded, match="budget"):  # its worst case would pass the budget: not sent
             agent.call_llm([{"role": "user", "content": "3"}])
         with pytest.raises(BudgetExceeded):
             agent.call_llm([{"role": "user", "content": "4"}])
@@ -199,7 +254,35 @@ def test_budget_stops_cleanly_and_loses_nothing(tmp_path):
         assert replay.call_llm([{"role": "user", "content": "1"}]) == ["5"]
         lines = (tmp_path / "calls.jsonl").read_text().splitlines()
         assert [json.loads(x)["cached"] for x in lines] == [False, False, True]
-        assert ledger.summary()["cost_usd"] == pytest.approx(0.025)
+        assert ledger.summary()["cost_usd"] == pytest.approx(2 * 0.010025)
+
+
+def test_budget_is_hard_under_a_concurrent_flood(tmp_path):
+    """64 threads at once (n up to 5) never spend past the budget: each call reserves its worst case first."""
+    def honest(body):  # usage as a real server reports it: at most the prompt's bytes, max_tokens x n
+        n = body.get("n", 1)
+        return Reply(["5"] * n, prompt_tokens=sum(len(m["content"]) for m in body["messages"]),
+                     completion_tokens=body["max_tokens"] * n)
+
+    with LocalServer(honest, latency_s=0.05) as srv:
+        ledger = Ledger(tmp_path / "calls.jsonl", budget_usd=0.01)
+        llm = make_llm(srv, model="gpt-4o", ledger=ledger, max_tokens=100)  # ~$0.0012 per sample
+        refused = []
+
+        def call(i):
+            try:
+                Agent(llm).call_llm([{"role": "user", "content": f"question {i}"}], num_of_response=1 + i % 5)
+            except BudgetExceeded:
+                refused.append(i)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        costs = [json.loads(x)["cost_usd"] for x in (tmp_path / "calls.jsonl").read_text().splitlines()]
+        assert 0 < sum(costs) <= 0.01 + 1e-12 and ledger.summary()["cost_usd"] <= 0.01 + 1e-12  # float rounding
+        assert refused and len(costs) == srv.count == 64 - len(refused)
 
 
 # -- faults ----------------------------------------------------------------------------------------
@@ -348,3 +431,195 @@ def test_which_models_run_in_process(tmp_path, monkeypatch):
     assert not is_local_model("Qwen/Qwen2.5-Coder-7B-Instruct", "http://localhost:8000/v1")  # served by vLLM
     assert not is_local_model(str(tmp_path / "ckpt"), "http://localhost:8000/v1")  # `vllm serve <folder>`
     assert not is_local_model("gpt-4o-mini")
+
+
+# -- seeds -----------------------------------------------------------------------------------------
+
+def test_cot_sc_loop_gets_distinct_samples_on_a_seeded_server():
+    """On a server that honours seeds, 5 identical calls get 5 samples: each is sent its own seed."""
+    with LocalServer(seeded) as srv:
+        for run_seed in (7, None):
+            agent = Agent(make_llm(srv), seed=run_seed)
+            answers = [agent.call_json_format_llm(USER, return_dict_keys=["answer"])[0]["answer"] for _ in range(5)]
+            assert len(set(answers)) == 5
+            assert [r["seed"] for r in srv.requests[-5:]] == [ex.sample_seed(run_seed, i) for i in range(5)]
+        assert ex.sample_seed(None, 3) == ex.sample_seed(0, 3) != ex.sample_seed(7, 3)  # None is seed 0
+
+
+@pytest.mark.parametrize("supports_n", [True, False])
+def test_partial_cache_hit_asks_only_the_missing_samples_with_their_own_seeds(tmp_path, supports_n):
+    with LocalServer(seeded, supports_n=supports_n) as srv:
+        llm = make_llm(srv, tmp_path)
+        first = llm.chat(USER, n=3, seed=7)
+        before = srv.count
+        five = llm.chat(USER, n=5, seed=7)
+        assert five[:3] == first and len(set(five)) == 5
+        new = srv.requests[before:]
+        if supports_n:  # one request for both, sent the first missing sample's seed
+            assert [(r.get("n"), r["seed"]) for r in new] == [(2, ex.sample_seed(7, 3))]
+        else:
+            assert sorted(r["seed"] for r in new) == sorted([ex.sample_seed(7, 3), ex.sample_seed(7, 4)])
+
+
+def test_seed_zero_keeps_the_old_cache_keys():
+    with LocalServer() as srv:
+        llm = make_llm(srv)
+        base = {"backend": "openai", "endpoint": llm.endpoint, "model": "gpt-4o-mini", "messages": USER,
+                "temperature": 0.5, "top_p": 1.0, "max_tokens": 4096, "json_mode": False, "i": 0}
+        assert llm._keys(USER, 0.5, 1.0, 4096, False, 1, 0) == llm._keys(USER, 0.5, 1.0, 4096, False, 1, None) == [
+            ResponseCache.make_key(base)]
+
+
+# -- limits: clamps, concurrency -------------------------------------------------------------------
+
+def test_requests_are_clamped_to_the_runs_limits(tmp_path, capsys):
+    with LocalServer(numbered) as srv:
+        agent = Agent(make_llm(srv, ledger=Ledger(tmp_path / "calls.jsonl"), max_tokens=64))
+        out = agent.call_llm(USER, max_tokens=1_000_000_000, num_of_response=1000)
+        agent.call_llm(USER, max_tokens=10 ** 6)
+        assert len(out) == ex.MAX_N and srv.requests[0]["n"] == ex.MAX_N
+        assert all(r["max_tokens"] == 64 for r in srv.requests)
+        assert agent.llm.ledger.summary()["clamped_calls"] == 2
+        first = json.loads((tmp_path / "calls.jsonl").read_text().splitlines()[0])
+        assert first["clamped"] == "n 1000->32, max_tokens 1000000000->64"
+        assert capsys.readouterr().err.count("executor: clamped") == 1  # said once
+
+
+def test_concurrency_cap_holds_for_every_llm_on_one_endpoint():
+    """Two LLMs on one server (the policy and the executor), n fallbacks and 429 retries together never
+    have more than the cap in flight there."""
+    throttled = set()
+
+    def responder(body):  # the first request of every 4th chat is throttled once (and retried by the client)
+        content = body["messages"][-1]["content"]
+        if content in throttled or int(content) % 4:
+            return Reply(["x"], delay_s=0.05)
+        throttled.add(content)
+        return Reply(status=429)
+
+    with LocalServer(responder, supports_n=False) as srv:
+        llms = [make_llm(srv, model=m, max_concurrency=3, max_retries=3) for m in ("gpt-4o-mini", "gpt-4o")]
+        threads = [threading.Thread(target=llms[i % 2].chat, args=([{"role": "user", "content": str(i)}],),
+                                    kwargs={"n": 3}) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert srv.count == 24 * 3 + 6 and srv.max_in_flight <= 3
+
+
+def test_brokered_workflow_flood_obeys_the_cap():
+    import sandbox
+    flood = ("import threading\n"
+             "def solver(agent, task):\n"
+             "    out = []\n"
+             "    ts = [threading.Thread(target=lambda k=k: out.append(agent.call_llm(\n"
+             "          [{'role': 'user', 'content': task + str(k)}], num_of_response=2))) for k in range(8)]\n"
+             "    [t.start() for t in ts]\n"
+             "    [t.join() for t in ts]\n"
+             "    return {'answer': len(out)}\n")
+    with LocalServer(latency_s=0.02, supports_n=False) as srv:
+        agent = Agent(make_llm(srv, max_concurrency=4))
+        run = sandbox.run_workflow(flood, [{"task": f"t{i}"} for i in range(6)], agent, max_concurrency=6)
+        assert [s.answer for s in run.samples] == [8] * 6
+        assert srv.count == 6 * 8 * 2 and srv.max_in_flight <= 4
+
+
+# -- credentials never leak ------------------------------------------------------------------------
+
+def test_credentials_in_the_base_url_are_redacted(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)  # the HTTP client logs every URL it requests
+    secret, key = "s3cr3t-pass", "sk-private-key-123"
+
+    def responder(body):  # a server that echoes the key it was sent, as some 401 messages do
+        return Reply(status=401, error=f"Incorrect API key provided: {key}")
+
+    with LocalServer(responder) as srv:
+        url = srv.base_url.replace("http://", f"http://user:{secret}@") + f"?api-key={secret}"
+        llm = LLM("gpt-4o-mini", url, key, max_retries=0, ledger=Ledger(tmp_path / "calls.jsonl"))
+        errors = []
+        with pytest.raises(LLMError) as e:
+            llm.chat(USER)
+        errors.append(str(e.value))
+        dead = LLM("gpt-4o-mini", f"http://user:{secret}@127.0.0.1:9/v1", key, max_retries=0,
+                   ledger=Ledger(tmp_path / "calls.jsonl"))
+        with pytest.raises(LLMError) as e:
+            dead.chat(USER)
+        errors.append(str(e.value))
+        import sandbox
+        workflow = ("def solver(agent, task):\n    try:\n        agent.call_llm([{'role': 'user', 'content': task}])\n"
+                    "    except Exception as e:\n        return {'answer': str(e)}\n")
+        run = sandbox.run_workflow(workflow, [{"task": "hi"}], Agent(llm))
+        errors.append(run.samples[0].answer)
+        cli = subprocess.run([sys.executable, str(ROOT / "executor.py"), "hi", "--model", "gpt-4o-mini", "--base-url",
+                              url, "--api-key", key, "--no-cache"], capture_output=True, text=True, timeout=60)
+        errors.append(cli.stdout + cli.stderr)
+    logged = (tmp_path / "calls.jsonl").read_text()
+    assert "HTTP 401" in errors[0] and "://***@127.0.0.1" in llm.endpoint and "api-key=***" in llm.endpoint
+    assert "127.0.0.1:9" in errors[1] and "HTTP 401" in errors[2] and "HTTP 401" in errors[3]
+    assert "127.0.0.1" in caplog.text
+    for text in [*errors, logged, llm.endpoint, dead.endpoint, caplog.text]:
+        assert secret not in text and key not in text, text
+
+
+def test_redact_url_leaves_plain_urls_byte_for_byte():
+    assert ex.redact_url("http://localhost:8000/v1") == "http://localhost:8000/v1"
+    assert ex.redact_url("https://u:p@h.example/v1?a=1&token=t") == "https://***@h.example/v1?a=1&token=***"
+
+
+# -- a corrupt cache -------------------------------------------------------------------------------
+
+def _real_cache(path: Path) -> bytes:
+    cache = ResponseCache(path)
+    cache.put_many({f"k{i}": {"content": "x" * 500, "prompt_tokens": 1, "completion_tokens": 1} for i in range(300)})
+    cache.close()  # checkpoints the WAL into the file
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "overwritten pages"])
+def test_corrupt_cache_file_is_named_and_kept(tmp_path, damage):
+    bad = tmp_path / "llm.sqlite"
+    good = _real_cache(tmp_path / "good.sqlite")
+    broken = {"garbage": b"this is not a sqlite database\n" * 200, "truncated": good[: len(good) // 2],
+              "overwritten pages": good[:8192] + b"\xff" * 8192 + good[16384:]}[damage]
+    bad.write_bytes(broken)
+    with pytest.raises(ex.CacheError) as e:
+        cache = ResponseCache(bad)
+        cache.get_many([f"k{i}" for i in range(300)])
+    assert str(bad) in str(e.value) and f"mv {bad} {bad}.bad" in str(e.value)
+    assert bad.read_bytes() == broken  # never deleted or rewritten
+    if damage == "garbage":
+        cli = subprocess.run([sys.executable, str(ROOT / "executor.py"), "hi", "--model", "embedded",
+                              "--cache-path", str(bad)], capture_output=True, text=True, timeout=60)
+        assert cli.returncode != 0 and f"mv {bad}" in cli.stderr and "Traceback" not in cli.stderr
+
+
+# -- what a server does not take, and what no server takes ---------------------------------------
+
+def test_a_server_that_rejects_seed_or_n_is_served_without_them():
+    def responder(body):
+        if "seed" in body:
+            return Reply(status=400, error="Unrecognized request argument supplied: seed")
+        if body.get("n", 1) > 1:
+            return Reply(status=400, error="Invalid value for n: only n = 1 is supported", param="n")
+        return Reply(["ok"])
+
+    with LocalServer(responder) as srv:
+        agent = Agent(make_llm(srv))
+        assert agent.call_llm(USER, num_of_response=3) == ["ok"] * 3
+        assert agent.usage.bad_requests == agent.usage.failed_calls == 0
+        before = srv.count
+        agent.call_llm([{"role": "user", "content": "again"}], num_of_response=2)
+        assert srv.count == before + 2 and all("seed" not in r and "n" not in r for r in srv.requests[before:])
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": float("nan")}, {"temperature": "hot"}, {"max_tokens": float("inf")},
+                                    {"num_of_response": float("nan")}])
+def test_non_finite_sampling_parameters_are_the_callers_error(kwargs):
+    with LocalServer() as srv:
+        agent = Agent(make_llm(srv))
+        with pytest.raises(ValueError, match="finite"):
+            agent.call_llm(USER, **kwargs)
+        assert srv.count == 0 and agent.usage.failed_calls == 0

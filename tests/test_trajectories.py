@@ -208,7 +208,7 @@ def test_collect_validates_before_writing_and_missing_data_is_one_line(tmp_path,
 
 
 def bad_request_executor(body):
-    if body.get("max_tokens", 0) > 1000:  # as an endpoint does for max_tokens over the model's limit
+    if body.get("max_tokens", 0) > 8192:  # as an endpoint does for max_tokens over the model's limit
         return Reply(raw_body=json.dumps({"error": {"message": "max_tokens is too large: 5000000",
                                                     "type": "invalid_request_error"}}), status=400)
     return Reply([json.dumps({"answer": "3"})] * body.get("n", 1))
@@ -230,3 +230,17 @@ def test_a_workflows_bad_request_is_its_own_failure_not_a_dead_endpoint():
     greedy, modest = cands
     assert (greedy.status, greedy.reason) == ("failed", "bad_request") and "max_tokens is too large" in greedy.error
     assert modest.status == "ok" and modest.valid_acc == 0.5 and best == 1
+
+
+def test_stage_with_a_corrupt_cache_stops_with_one_line_and_masks_credentials(tmp_path, data_dir):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "llm.sqlite").write_bytes(b"this is not a database" * 100)
+    proc = subprocess.run([sys.executable, str(ROOT / "collect.py"), "--run", "r", "--benchmarks", "gsm8k",
+                           "--data-dir", str(data_dir), "--executor-model", "gpt-4o-mini",
+                           "--executor-base-url", "http://user:sk-secret@127.0.0.1:9/v1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "llm.sqlite" in proc.stderr and "mv " in proc.stderr
+    assert (tmp_path / "cache" / "llm.sqlite").read_bytes().startswith(b"this is not")  # kept as it was
+    config = (tmp_path / "runs" / "r" / "config.json").read_text()
+    assert "sk-secret" not in config + proc.stdout + proc.stderr
