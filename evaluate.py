@@ -49,6 +49,7 @@ table is written from the lines finished so far (lines are written whole, one at
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import heapq
@@ -367,8 +368,8 @@ class RequestCap:
     """At most `limit` executor requests in flight across every job; a waiting request with a lower
     priority number goes first (W4S searches: the run's longest sequential chains), FIFO within one.
 
-    `slot(priority)` is the context manager an LLM's request takes (it stands in for the LLM's own
-    semaphore, so all jobs share one cap)."""
+    `slot(priority)` stands in for an LLM's endpoint slots (`with llm._slots.hold(cap)` around each
+    request), so every job's requests share this one cap and its order."""
 
     def __init__(self, limit: int):
         self.limit, self.busy = limit, 0
@@ -401,11 +402,13 @@ class _Slot:
     cap: RequestCap
     priority: int
 
-    def __enter__(self) -> None:
+    @contextlib.contextmanager
+    def hold(self, _llm_cap: int):
         self.cap.acquire(self.priority)
-
-    def __exit__(self, *exc) -> None:
-        self.cap.release()
+        try:
+            yield
+        finally:
+            self.cap.release()
 
 
 class JobLedger(Ledger):
@@ -421,16 +424,23 @@ class JobLedger(Ledger):
         super().record(rec)
         self.run_ledger.record(rec)
 
+    # The run's budget is the one that counts (a hard one: calls reserve their worst case before sending).
     def check_budget(self) -> None:
         self.run_ledger.check_budget()
+
+    def reserve(self, usd: float) -> None:
+        self.run_ledger.reserve(usd)
+
+    def release(self, usd: float) -> None:
+        self.run_ledger.release(usd)
 
 
 def job_llm(llm: LLM, ledger: Ledger, cap: "_Slot | None" = None) -> LLM:
     """The same model, clients, cache and flags as `llm`, accounting into `ledger`, its requests under `cap`."""
     view = copy.copy(llm)  # shallow: the client pool, the cache and an in-process model are shared
     view.ledger = ledger
-    if cap is not None:
-        view._sem = cap  # LLM takes `with self._sem` around each request
+    if cap is not None and not llm.local:
+        view._slots = cap  # LLM._request takes `with self._slots.hold(...)` around each request
     return view
 
 

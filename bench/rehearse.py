@@ -220,8 +220,10 @@ def main(argv=None) -> int:
     print(f"rehearsal: {out} | fraction {a.fraction} (valid <= {limit_valid or 'all'}, test <= {limit_test or 'all'}) | "
           f"time scale {a.time_scale} | cap {a.max_concurrency}", flush=True)
 
-    with SimServer(sim) as srv:
-        common = ["--executor-base-url", srv.base_url, "--meta-base-url", srv.base_url, "--meta-model", META_MODEL,
+    # Two ports of one simulator: the executor (an API) and the meta-agent (a vLLM server) are separate
+    # endpoints in a real run, each with its own cap on requests in flight.
+    with SimServer(sim) as srv, SimServer(sim) as meta_srv:
+        common = ["--executor-base-url", srv.base_url, "--meta-base-url", meta_srv.base_url, "--meta-model", META_MODEL,
                   "--max-concurrency", str(a.max_concurrency), "--no-progress", *data]
         # ---------------------------------------------------------------- collect
         if not a.skip_collect:

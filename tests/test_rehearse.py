@@ -287,3 +287,19 @@ def test_concurrent_evaluate_same_lines_and_resume_after_kill(index, data_dir, t
         if r["method"] == "w4s":
             traj = [json.loads(line) for line in (tmp_path / "par" / "results" / "t" / r["trajectory"]).read_text().splitlines()]
             assert sorted(t["turn"] for t in traj) == [0, 1] and r["meta_calls"] >= 1
+
+
+def test_job_ledger_counts_its_own_calls_and_spends_the_runs_budget():
+    import evaluate
+    from executor import BudgetExceeded, CallRecord, Ledger
+    run = Ledger(budget_usd=0.01)
+    mine, other = evaluate.JobLedger(run), evaluate.JobLedger(run)
+    mine.record(CallRecord("gpt-4o-mini", 10, 5, cost_usd=0.004))
+    other.record(CallRecord("gpt-4o-mini", 7, 3, cost_usd=0.004))
+    assert mine.summary()["calls"] == 1 and mine.summary()["prompt_tokens"] == 10
+    assert run.summary()["calls"] == 2
+    with pytest.raises(BudgetExceeded):  # the hard budget's reservation is the run's, not the job's
+        mine.reserve(0.005)
+    other.record(CallRecord("gpt-4o-mini", 1, 1, cost_usd=0.003))
+    with pytest.raises(BudgetExceeded):
+        mine.check_budget()
