@@ -7,6 +7,8 @@
 #   make train       stage 2: reward-weighted regression -> checkpoints/$(RUN)/
 #   make evaluate    stage 3: baselines and W4S on test  -> results/$(RUN)/
 #   make reproduce   data, collect, train, evaluate; each stage resumes, or skips when it is done
+#   make estimate    calls, tokens, dollars and hours of the configured collect and evaluate (no call made)
+#   make rehearse    the paper run against a simulated endpoint, on a CPU (REHEARSE_FLAGS="--fraction 0.05")
 #
 # SCALE=paper when an API key and a CUDA GPU are present, else SCALE=cpu: the same pipeline, small, on the
 # embedded SmolLM2-135M model (real but tiny numbers, NOT the paper's). SCALE=tiny is the smallest run (CI).
@@ -64,7 +66,9 @@ endif
 META_BASE_URL ?=
 EVAL_META_BASE_URL ?=
 
-.PHONY: setup test data collect train evaluate reproduce clean
+REHEARSE_FLAGS ?=
+
+.PHONY: setup test data collect train evaluate reproduce estimate rehearse clean
 
 $(STAMP): $(ROOT)requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -82,10 +86,15 @@ test: $(STAMP)
 data: $(STAMP)
 	PYTHONPATH=$(ROOT) $(PY) -m benchmarks.download --data-dir $(DATA_DIR)
 
+COLLECT_ARGS = --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(TRAIN_BENCHMARKS) \
+	--meta-model $(META_MODEL) $(if $(META_BASE_URL),--meta-base-url $(META_BASE_URL)) \
+	--executor-model $(TRAIN_EXECUTOR) $(COLLECT_FLAGS)
+EVAL_ARGS = --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(EVAL_BENCHMARKS) \
+	--meta-model checkpoints/$(RUN) $(if $(EVAL_META_BASE_URL),--meta-base-url $(EVAL_META_BASE_URL)) \
+	--executor-models $(EVAL_EXECUTORS) --train-benchmarks $(TRAIN_BENCHMARKS) $(EVAL_FLAGS)
+
 collect: $(STAMP)
-	$(PY) $(ROOT)collect.py --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(TRAIN_BENCHMARKS) \
-		--meta-model $(META_MODEL) $(if $(META_BASE_URL),--meta-base-url $(META_BASE_URL)) \
-		--executor-model $(TRAIN_EXECUTOR) $(COLLECT_FLAGS)
+	$(PY) $(ROOT)collect.py $(COLLECT_ARGS)
 
 # skipped once the final model is there; a killed run resumes from its last step checkpoint
 train: $(STAMP)
@@ -94,14 +103,21 @@ train: $(STAMP)
 		--model $(META_MODEL) --resume $(TRAIN_FLAGS); fi
 
 evaluate: $(STAMP)
-	$(PY) $(ROOT)evaluate.py --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(EVAL_BENCHMARKS) \
-		--meta-model checkpoints/$(RUN) $(if $(EVAL_META_BASE_URL),--meta-base-url $(EVAL_META_BASE_URL)) \
-		--executor-models $(EVAL_EXECUTORS) --train-benchmarks $(TRAIN_BENCHMARKS) $(EVAL_FLAGS)
+	$(PY) $(ROOT)evaluate.py $(EVAL_ARGS)
+
+# what the configured run will take, from call_profile.json (bench/rehearse.py measures it); no call made
+estimate: $(STAMP)
+	$(PY) $(ROOT)collect.py $(COLLECT_ARGS) --estimate
+	$(PY) $(ROOT)evaluate.py $(EVAL_ARGS) --estimate
+
+# the paper protocol against bench/sim_server.py (a simulated endpoint): figures in rehearsal/<time>/rehearsal.json
+rehearse: $(STAMP)
+	$(PY) $(ROOT)bench/rehearse.py --data-dir $(DATA_DIR) $(REHEARSE_FLAGS)
 
 reproduce: $(STAMP)
 	@echo "w4s-kit reproduce: SCALE=$(SCALE) RUN=$(RUN) DATA_DIR=$(DATA_DIR)"
 	@if [ "$(SCALE)" != paper ]; then echo "NOTE: SCALE=$(SCALE) runs the pipeline on the embedded SmolLM2-135M model at a small size. These are NOT paper-scale numbers."; fi
-	$(MAKE) -f $(ROOT)Makefile data collect train evaluate SCALE=$(SCALE) RUN=$(RUN) DATA_DIR=$(DATA_DIR)
+	$(MAKE) -f $(ROOT)Makefile data $(if $(filter paper,$(SCALE)),estimate) collect train evaluate SCALE=$(SCALE) RUN=$(RUN) DATA_DIR=$(DATA_DIR)
 	@echo "table: results/$(RUN)/table.md"
 
 clean:

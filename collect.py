@@ -18,6 +18,9 @@ Simplifications, on purpose:
    printed at start, and evaluate.py labels each benchmark seen / unseen / overlapping.
 2. Episodes run one after another; the m candidates of a turn are evaluated concurrently.
 
+Estimate: the same command with --estimate prints the calls, tokens, dollars and hours it will take
+(estimate.py, from call_profile.json) and exits, with no call made and nothing written.
+
 Resume: rerun the same command. Finished turns are skipped, a half-written last line is dropped, and the
 on-disk response cache replays every executor and meta-agent call already made, so no call is paid twice.
 
@@ -39,6 +42,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import estimate
+from benchmarks import load_benchmark
 from benchmarks.overlap import overlap_report
 from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, parse_args
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, WorkflowEnv, check_run_config, load_benchmarks,
@@ -74,11 +79,16 @@ class Args:
     sample_timeout_s: float = field(default=300.0, metadata={"help": "time limit per validation sample"})
     cache: bool = field(default=True, metadata={"help": "use the on-disk response cache (cache/llm.sqlite)"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    # --estimate: print what the run will take and exit, no call made (estimate.py).
+    estimate: bool = field(default=False, metadata={"help": "print calls, tokens, dollars and hours of this run and exit (no call)"})
+    latency_s: float = field(default=3.0, metadata={"help": "--estimate: mean seconds per executor call"})
+    meta_latency_s: float = field(default=50.0, metadata={"help": "--estimate: mean seconds per meta-agent call"})
+    call_profile: str | None = field(default=None, metadata={"help": "--estimate: per-sample call counts (default call_profile.json)"})
 
 
 # Flags that may change between a run and its resume: they do not change what is computed.
 RESUMABLE_CHANGES = {"budget_usd", "max_concurrency", "max_parallel_candidates", "progress", "num_episodes",
-                     "num_turns"}
+                     "num_turns", "estimate", "latency_s", "meta_latency_s", "call_profile"}
 
 
 def save_workflows(out: Path, record: dict) -> None:
@@ -123,8 +133,23 @@ def summarize(out: Path, records: list[dict], wall_s: float) -> dict:
     }
 
 
+def print_estimate(args: Args) -> None:
+    """--estimate: the run's calls, tokens, dollars and hours from its plan and the call profile."""
+    profile = estimate.load_profile(args.call_profile)
+    sizes = {name: len(load_benchmark(name, args.data_dir).examples("valid")[: args.limit_valid or None])
+             for name in args.benchmarks}
+    est = estimate.estimate_collect(
+        sizes=sizes, executor_model=args.executor_model, meta_model=args.meta_model, num_episodes=args.num_episodes,
+        num_turns=args.num_turns, num_candidates=args.num_candidates, max_concurrency=args.max_concurrency,
+        latency_s=args.latency_s, meta_latency_s=args.meta_latency_s, profile=profile)
+    print(estimate.format_estimate("collect", est, profile.get("source", "the call profile")))
+
+
 def main() -> None:
     args = parse_args(Args)
+    if args.estimate:
+        print_estimate(args)
+        return
 
     # --- setup: benchmarks (checked before anything is written), run dir, config, seed ----------------
     benches = load_benchmarks(args.benchmarks, args.data_dir)

@@ -28,7 +28,9 @@ Protocol (clean by construction):
 
 Deliberate simplifications and limits:
 1. One W4S episode per (benchmark, executor, seed), m = --num-candidates actions per turn (default 1).
-2. Jobs run one after another; the samples of one workflow run concurrently (--max-concurrency).
+2. Jobs run side by side (--max-parallel-jobs, W4S searches first: they are the longest chains) under one
+   cap of --max-concurrency executor requests in flight, shared by every job and executor model; a
+   waiting W4S request goes before the others. Each job counts its own calls (JobLedger).
 3. --seeds vary everything sampled: the meta-agent's actions, the feedback's failure cases and the
    executor's samples (the seed is part of every executor call's cache key), so the CI over seeds covers
    run-to-run variation of baselines and W4S alike. Seed 0 is the default stream, shared with
@@ -36,7 +38,8 @@ Deliberate simplifications and limits:
 
 Resume: rerun the same command. Finished lines are skipped, a W4S episode continues from its trajectory
 file, and the response cache replays every call already made. Ctrl-C or --budget-usd stops cleanly and the
-table is written from the lines finished so far.
+table is written from the lines finished so far (lines are written whole, one at a time).
+--estimate prints the run's calls, tokens, dollars and hours (estimate.py) and exits, with no call made.
 
     python evaluate.py --run smoke --benchmarks gsm8k --iterations 2 --limit-valid 16 --limit-test 32 \
         --max-new-tokens 512 --executor-max-tokens 256        # CPU, embedded SmolLM2 (not paper numbers)
@@ -46,21 +49,28 @@ table is written from the lines finished so far.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
+import heapq
+import itertools
 import json
 import os
 import random
 import re
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from tqdm import tqdm
 
+import estimate
 import prompts
 import sandbox
 from benchmarks import BENCHMARKS
@@ -109,6 +119,7 @@ class Args:
     sample_timeout_s: float = field(default=300.0, metadata={"help": "time limit per sample of a workflow"})
     max_concurrency: int = field(default=32, metadata={"help": "concurrent executor requests / samples"})
     max_parallel_candidates: int = field(default=4, metadata={"help": "W4S candidates of a turn evaluated at once"})
+    max_parallel_jobs: int = field(default=16, metadata={"help": "jobs (benchmark x executor x seed x method) run side by side under the one request cap"})
     budget_usd: float | None = field(default=None, metadata={"help": "stop cleanly before executor + meta-agent spend passes this"})
     num_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95%% CI"})
     data_dir: str | None = field(default=None, metadata={"help": "benchmark data ($W4S_DATA_DIR, else ./data)"})
@@ -120,12 +131,17 @@ class Args:
     split: Literal["valid", "test"] = field(default="valid", metadata={"help": "single mode: the split to score"})
     limit: int = field(default=0, metadata={"help": "single mode: use the first N examples (0: all)"})
     json: bool = field(default=False, metadata={"help": "single mode: print one JSON object"})
+    # --estimate: print what the run will take and exit, no call made (estimate.py).
+    estimate: bool = field(default=False, metadata={"help": "print calls, tokens, dollars and hours of this run and exit (no call)"})
+    latency_s: float = field(default=3.0, metadata={"help": "--estimate: mean seconds per executor call"})
+    meta_latency_s: float = field(default=50.0, metadata={"help": "--estimate: mean seconds per meta-agent call"})
+    call_profile: str | None = field(default=None, metadata={"help": "--estimate: per-sample call counts (default call_profile.json)"})
 
 
 # Flags that may change between a run and its resume: they do not change what a finished line means.
 RESUMABLE_CHANGES = {"benchmarks", "executor_models", "methods", "seeds", "budget_usd", "max_concurrency",
                      "max_parallel_candidates", "progress", "num_bootstrap", "executor_base_url", "meta_base_url",
-                     "train_benchmarks"}
+                     "train_benchmarks", "estimate", "latency_s", "meta_latency_s", "call_profile", "max_parallel_jobs"}
 SINGLE_MODE = {"workflow", "benchmark", "split", "limit", "json"}
 
 
@@ -170,6 +186,9 @@ def bootstrap_ci(scores: np.ndarray, num_resamples: int = 1000, seed: int = 0) -
         means[b] = scores[np.ix_(rows, cols)].mean()
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(scores.mean()), float(lo), float(hi)
+
+
+EMPTY_USAGE = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
 
 
 def usage_since(ledger: Ledger, before: dict, model: str, extra: dict | None = None) -> dict:
@@ -342,6 +361,138 @@ def write_reports(out: Path, args: Args) -> list[dict]:
     return agg
 
 
+# ----------------------------------------------------------------------------------------------------
+# Concurrent jobs: one request cap for all of them, each job accounting for itself
+
+class RequestCap:
+    """At most `limit` executor requests in flight across every job; a waiting request with a lower
+    priority number goes first (W4S searches: the run's longest sequential chains), FIFO within one.
+
+    `slot(priority)` stands in for an LLM's endpoint slots (`with llm._slots.hold(cap)` around each
+    request), so every job's requests share this one cap and its order."""
+
+    def __init__(self, limit: int):
+        self.limit, self.busy = limit, 0
+        self._lock = threading.Lock()
+        self._waiting: list = []  # heap of (priority, ticket, event)
+        self._tickets = itertools.count()
+
+    def acquire(self, priority: int) -> None:
+        with self._lock:
+            if self.busy < self.limit and not self._waiting:
+                self.busy += 1
+                return
+            event = threading.Event()
+            heapq.heappush(self._waiting, (priority, next(self._tickets), event))
+        event.wait()  # release() hands its slot over: busy stays as it is
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiting:
+                heapq.heappop(self._waiting)[2].set()
+            else:
+                self.busy -= 1
+
+    def slot(self, priority: int) -> "_Slot":
+        return _Slot(self, priority)
+
+
+@dataclass
+class _Slot:
+    cap: RequestCap
+    priority: int
+
+    @contextlib.contextmanager
+    def hold(self, _llm_cap: int):
+        self.cap.acquire(self.priority)
+        try:
+            yield
+        finally:
+            self.cap.release()
+
+
+class JobLedger(Ledger):
+    """One job's own totals (its results line), while every call still goes to the run's ledger (the
+    audit log and the budget): with jobs running side by side, differences of the run's ledger would
+    mix their calls."""
+
+    def __init__(self, run_ledger: Ledger):
+        super().__init__()
+        self.run_ledger = run_ledger
+
+    def record(self, rec) -> None:
+        super().record(rec)
+        self.run_ledger.record(rec)
+
+    # The run's budget is the one that counts (a hard one: calls reserve their worst case before sending).
+    def check_budget(self) -> None:
+        self.run_ledger.check_budget()
+
+    def reserve(self, usd: float) -> None:
+        self.run_ledger.reserve(usd)
+
+    def release(self, usd: float) -> None:
+        self.run_ledger.release(usd)
+
+
+def job_llm(llm: LLM, ledger: Ledger, cap: "_Slot | None" = None) -> LLM:
+    """The same model, clients, cache and flags as `llm`, accounting into `ledger`, its requests under `cap`."""
+    view = copy.copy(llm)  # shallow: the client pool, the cache and an in-process model are shared
+    view.ledger = ledger
+    if cap is not None and not llm.local:
+        view._slots = cap  # LLM._request takes `with self._slots.hold(...)` around each request
+    return view
+
+
+def job_order(jobs: list[tuple]) -> list[tuple]:
+    """Longest first (W4S, then best_seed, then the costlier baselines), so the last jobs to finish are short."""
+    rank = {m: i for i, m in enumerate(("w4s", "best_seed", "llm_debate", "self_refine", "cot_sc", "cot", "vanilla"))}
+    return sorted(jobs, key=lambda j: rank[j[3]])
+
+
+def run_jobs(jobs: list, run_one: Callable, *, max_parallel: int, progress: bool = True) -> int:
+    """Run independent jobs side by side, at most `max_parallel` at once, starting them in list order.
+
+    The first BudgetExceeded (status 3) or LLMError (4) stops new jobs from starting; the running ones
+    end on their own (finished lines are written, the others hit the same stop). Ctrl-C returns 130 at
+    once. Any other error stops new jobs and is raised once the running ones have ended."""
+    status, crash, pending, running = 0, None, list(jobs), {}
+    bar = tqdm(total=len(jobs), desc="jobs", disable=not progress)
+    pool = ThreadPoolExecutor(max_workers=max(1, max_parallel))
+    try:
+        while pending or running:
+            while pending and len(running) < max_parallel and status == 0 and crash is None:
+                job = pending.pop(0)
+                running[pool.submit(run_one, job)] = job
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                running.pop(future)
+                bar.update()
+                try:
+                    future.result()
+                except BudgetExceeded as e:
+                    if status == 0:
+                        print(f"\nstopped cleanly: {e}\nFinished lines are kept; raise --budget-usd and rerun to go on.")
+                    status = status or 3
+                except LLMError as e:
+                    if status == 0:
+                        print(f"\nstopped: an endpoint failed: {e}\nFinished lines are kept; rerun to resume.")
+                    status = status or 4
+                except Exception as e:  # a bug: let the others end, then raise it
+                    crash = crash or e
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished lines are kept; rerun the same command to resume.")
+        pool.shutdown(wait=False, cancel_futures=True)
+        return 130
+    pool.shutdown(wait=True)
+    bar.close()
+    if crash is not None:
+        raise crash
+    return status
+
+
 def score_single(args: Args) -> int:
     """Single-workflow mode: score --workflow on --benchmark's --split; print a line or one JSON object."""
     bench = load_benchmarks([args.benchmark], args.data_dir)[0]
@@ -369,11 +520,28 @@ def score_single(args: Args) -> int:
     return 0
 
 
+def print_estimate(args: Args) -> int:
+    """--estimate: the run's calls, tokens, dollars and hours from its plan and the call profile."""
+    profile = estimate.load_profile(args.call_profile)
+    benches = dict(zip(args.benchmarks, load_benchmarks(args.benchmarks, args.data_dir)))
+    sizes = {name: (len(b.examples("valid")[: args.limit_valid or None]), len(b.examples("test")[: args.limit_test or None]))
+             for name, b in benches.items()}
+    est = estimate.estimate_evaluate(
+        sizes=sizes,
+        executor_models=args.executor_models, meta_model=args.meta_model, seeds=args.seeds, methods=args.methods,
+        iterations=args.iterations, num_candidates=args.num_candidates, max_concurrency=args.max_concurrency,
+        latency_s=args.latency_s, meta_latency_s=args.meta_latency_s, profile=profile)
+    print(estimate.format_estimate("evaluate", est, profile.get("source", "the call profile")))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(Args, argv)
     check_args(args)
     if args.workflow:
         return score_single(args)
+    if args.estimate:
+        return print_estimate(args)
 
     # --- setup: run dir, config, seed, what is already done -----------------------------------------
     out = Path(args.out_dir) if args.out_dir else Path("results") / args.run
@@ -393,27 +561,32 @@ def main(argv: list[str] | None = None) -> int:
     cache = open_cache(args.cache)
     executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
     meta_ledger = Ledger(out / "meta_calls.jsonl", budget_usd=args.budget_usd)
+    cap = RequestCap(args.max_concurrency)  # one cap on executor requests for every job and executor model
     executors: dict[str, LLM] = {}
-    policy: list[Policy] = []
+    meta: list[LLM] = []
     test_sets: dict[str, list[dict]] = {}
+    build_lock, write_lock = threading.Lock(), threading.Lock()
+    concurrent = args.max_parallel_jobs > 1
 
     def executor_for(model: str) -> LLM:
-        if model not in executors:
-            executors[model] = LLM(model, args.executor_base_url, cache=cache, ledger=executor_ledger,
-                                   max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens)
-        return executors[model]
+        with build_lock:
+            if model not in executors:
+                executors[model] = LLM(model, args.executor_base_url, cache=cache, ledger=executor_ledger,
+                                       max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens)
+            return executors[model]
 
-    def meta_policy() -> Policy:
-        if not policy:
-            policy.append(Policy(LLM(args.meta_model, args.meta_base_url, cache=cache, ledger=meta_ledger),
-                                 temperature=args.temperature, max_new_tokens=args.max_new_tokens))
-        return policy[0]
+    def meta_llm() -> LLM:
+        with build_lock:
+            if not meta:
+                meta.append(LLM(args.meta_model, args.meta_base_url, cache=cache, ledger=meta_ledger))
+            return meta[0]
 
     def test_split(bench) -> list[dict]:
         # The only place test examples are read: once per benchmark, to score chosen workflows.
-        if bench.name not in test_sets:
-            test_sets[bench.name] = bench.examples("test")[: args.limit_test or None]
-        return test_sets[bench.name]
+        with build_lock:
+            if bench.name not in test_sets:
+                test_sets[bench.name] = bench.examples("test")[: args.limit_test or None]
+            return test_sets[bench.name]
 
     def check_budget() -> None:
         # One budget for both sides: each ledger may spend what the other has left of it.
@@ -426,88 +599,90 @@ def main(argv: list[str] | None = None) -> int:
         executor_ledger.budget_usd = args.budget_usd - meta_spent
         meta_ledger.budget_usd = args.budget_usd - exec_spent
 
-    # --- evaluate: benchmarks x executors x seeds x methods, one results.jsonl line each -------------
-    jobs = [(b, e, s, m) for b in args.benchmarks for e in args.executor_models for s in args.seeds
-            for m in METHODS if m in args.methods]
-    todo = [j for j in jobs if (j[0], j[1], j[3], j[2]) not in done]
-    print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} skipped (done)")
-    status = 0
-    try:
-        for name, model, seed, method in tqdm(todo, desc="jobs", disable=not args.progress):
-            check_budget()
-            bench, agent = benches[name], Agent(executor_for(model), seed=seed)  # seeds draw their own samples
-            key = f"{name}__{slug(model)}__{method}__seed{seed}"
-            before_exec, before_meta, t0 = executor_ledger.summary(), meta_ledger.summary(), time.time()
-            extra, replayed = {}, {}
-            if method in BASELINES:
-                code, header = prompts.baseline_workflows(bench.kind)[method], f"baseline {method}"
-            elif method == "best_seed":
-                valid = bench.examples("valid")[: args.limit_valid or None]
-                seed_acc = {n: score_workflow(c, valid, bench, agent, args).accuracy for n, c in prompts.seed_workflows(bench.kind)}
-                chosen = max(seed_acc, key=seed_acc.get)  # first on ties (dicts keep order)
-                code = dict(prompts.seed_workflows(bench.kind))[chosen]
-                header = f"best seed {chosen!r}: valid_acc={seed_acc[chosen]:.4f}"
-                extra = {"chosen": chosen, "valid_acc": seed_acc[chosen], "seed_valid": seed_acc}
-            else:  # w4s: optimise on validation only, then score the chosen workflow once on test
-                valid = bench.examples("valid")[: args.limit_valid or None]
-                env = WorkflowEnv(description=bench.description, kind=bench.kind, valid_examples=valid,
-                                  score=bench.score, agent=agent, seed=seed, episode=0,
-                                  history_window=args.history_window, state_max_tokens=args.state_max_tokens,
-                                  max_repairs=args.max_repairs,
-                                  sample_timeout_s=args.sample_timeout_s,
-                                  max_concurrency=args.max_concurrency, progress=args.progress)
-                traj_path = out / "trajectories" / f"{name}__{slug(model)}__seed{seed}.jsonl"
-                done_turns = sorted(read_jsonl_or_exit(traj_path), key=lambda r: r["turn"])[: args.iterations]
-                replayed = record_usage(done_turns)  # search cost of turns made before a resume
-                with open(traj_path, "a") as log:
-                    def on_record(record: dict) -> None:
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                    result = run_episode(env, meta_policy(), num_turns=args.iterations,
-                                         num_candidates=args.num_candidates, done=done_turns, on_record=on_record,
-                                         max_parallel_candidates=args.max_parallel_candidates,
-                                         record_fields={"run": args.run, "benchmark": name,
-                                                        "meta_model": args.meta_model, "executor_model": model})
-                code, header = result.best_code, f"w4s {result.best_name!r}: valid_acc={result.best_acc:.4f}"
-                turn_accs = [r["candidates"][r["best"]]["valid_acc"] if r["best"] is not None else None
-                             for r in result.records]
-                extra = {"chosen": result.best_name, "valid_acc": result.best_acc, "turns": len(result.records),
-                         "seed_valid": {e.name: e.valid_acc for e in env.seeds},
-                         "seed_valid_best": max(e.valid_acc for e in env.seeds), "turn_valid_acc": turn_accs,
-                         "trajectory": str(traj_path.relative_to(out))}
-            s = score_workflow(code, test_split(bench), bench, agent, args)
-            mean, lo, hi = bootstrap_ci(np.array([s.scores]), args.num_bootstrap)
-            spent = usage_since(executor_ledger, before_exec, model, extra=replayed)
-            meta = usage_since(meta_ledger, before_meta, args.meta_model,
-                               extra={k[5:]: v for k, v in replayed.items() if k.startswith("meta_")})
-            (out / "scores" / f"{key}.json").write_text(json.dumps(
-                {"ids": [str(e.get("id")) for e in test_split(bench)], "scores": s.scores}))
-            row = {"benchmark": name, "executor_model": model, "method": method, "seed": seed,
-                   "meta_model": args.meta_model if method == "w4s" else None, "split": "test",
-                   "accuracy": s.accuracy, "n": len(s.scores), "ci": [lo, hi],
-                   "calls": spent["calls"], "prompt_tokens": spent["prompt_tokens"],
-                   "completion_tokens": spent["completion_tokens"], "cost_usd": spent["cost_usd"],
-                   "paid_usd": spent["paid_usd"] + meta["paid_usd"], "meta_calls": meta["calls"],
-                   "meta_prompt_tokens": meta["prompt_tokens"], "meta_completion_tokens": meta["completion_tokens"],
-                   "meta_cost_usd": meta["cost_usd"], "test_calls": s.calls, "test_prompt_tokens": s.prompt_tokens,
-                   "test_completion_tokens": s.completion_tokens,
-                   "test_cost_usd": price(model, s.prompt_tokens, s.completion_tokens),
-                   "failures": s.failures, "workflow": save_workflow(out, key, code, header),
-                   "scores_path": f"scores/{key}.json", "wall_s": round(time.time() - t0, 1), **extra}
+    def run_one(job: tuple) -> None:
+        """One (benchmark, executor, seed, method): its workflow(s) scored, one results.jsonl line."""
+        name, model, seed, method = job
+        check_budget()
+        # The job's own ledgers give its line exact figures while other jobs call the same endpoints.
+        exec_jobs, meta_jobs = JobLedger(executor_ledger), JobLedger(meta_ledger)
+        llm = job_llm(executor_for(model), exec_jobs, cap.slot(0 if method == "w4s" else 1))
+        bench, agent = benches[name], Agent(llm, seed=seed)  # seeds draw their own samples
+        key = f"{name}__{slug(model)}__{method}__seed{seed}"
+        t0 = time.time()
+        extra, replayed = {}, {}
+        if method in BASELINES:
+            code, header = prompts.baseline_workflows(bench.kind)[method], f"baseline {method}"
+        elif method == "best_seed":
+            valid = bench.examples("valid")[: args.limit_valid or None]
+            seed_acc = {n: score_workflow(c, valid, bench, agent, args).accuracy for n, c in prompts.seed_workflows(bench.kind)}
+            chosen = max(seed_acc, key=seed_acc.get)  # first on ties (dicts keep order)
+            code = dict(prompts.seed_workflows(bench.kind))[chosen]
+            header = f"best seed {chosen!r}: valid_acc={seed_acc[chosen]:.4f}"
+            extra = {"chosen": chosen, "valid_acc": seed_acc[chosen], "seed_valid": seed_acc}
+        else:  # w4s: optimise on validation only, then score the chosen workflow once on test
+            valid = bench.examples("valid")[: args.limit_valid or None]
+            env = WorkflowEnv(description=bench.description, kind=bench.kind, valid_examples=valid,
+                              score=bench.score, agent=agent, seed=seed, episode=0,
+                              history_window=args.history_window, state_max_tokens=args.state_max_tokens,
+                              max_repairs=args.max_repairs,
+                              sample_timeout_s=args.sample_timeout_s,
+                              max_concurrency=args.max_concurrency, progress=args.progress and not concurrent)
+            policy = Policy(job_llm(meta_llm(), meta_jobs), temperature=args.temperature,
+                            max_new_tokens=args.max_new_tokens)
+            traj_path = out / "trajectories" / f"{name}__{slug(model)}__seed{seed}.jsonl"
+            done_turns = sorted(read_jsonl_or_exit(traj_path), key=lambda r: r["turn"])[: args.iterations]
+            replayed = record_usage(done_turns)  # search cost of turns made before a resume
+            with open(traj_path, "a") as log:
+                def on_record(record: dict) -> None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                result = run_episode(env, policy, num_turns=args.iterations,
+                                     num_candidates=args.num_candidates, done=done_turns, on_record=on_record,
+                                     max_parallel_candidates=args.max_parallel_candidates,
+                                     record_fields={"run": args.run, "benchmark": name,
+                                                    "meta_model": args.meta_model, "executor_model": model})
+            code, header = result.best_code, f"w4s {result.best_name!r}: valid_acc={result.best_acc:.4f}"
+            turn_accs = [r["candidates"][r["best"]]["valid_acc"] if r["best"] is not None else None
+                         for r in result.records]
+            extra = {"chosen": result.best_name, "valid_acc": result.best_acc, "turns": len(result.records),
+                     "seed_valid": {e.name: e.valid_acc for e in env.seeds},
+                     "seed_valid_best": max(e.valid_acc for e in env.seeds), "turn_valid_acc": turn_accs,
+                     "trajectory": str(traj_path.relative_to(out))}
+        s = score_workflow(code, test_split(bench), bench, agent, args)
+        mean, lo, hi = bootstrap_ci(np.array([s.scores]), args.num_bootstrap)
+        spent = usage_since(exec_jobs, EMPTY_USAGE, model, extra=replayed)
+        meta_spent = usage_since(meta_jobs, EMPTY_USAGE, args.meta_model,
+                                 extra={k[5:]: v for k, v in replayed.items() if k.startswith("meta_")})
+        (out / "scores" / f"{key}.json").write_text(json.dumps(
+            {"ids": [str(e.get("id")) for e in test_split(bench)], "scores": s.scores}))
+        row = {"benchmark": name, "executor_model": model, "method": method, "seed": seed,
+               "meta_model": args.meta_model if method == "w4s" else None, "split": "test",
+               "accuracy": s.accuracy, "n": len(s.scores), "ci": [lo, hi],
+               "calls": spent["calls"], "prompt_tokens": spent["prompt_tokens"],
+               "completion_tokens": spent["completion_tokens"], "cost_usd": spent["cost_usd"],
+               "paid_usd": spent["paid_usd"] + meta_spent["paid_usd"], "meta_calls": meta_spent["calls"],
+               "meta_prompt_tokens": meta_spent["prompt_tokens"], "meta_completion_tokens": meta_spent["completion_tokens"],
+               "meta_cost_usd": meta_spent["cost_usd"], "test_calls": s.calls, "test_prompt_tokens": s.prompt_tokens,
+               "test_completion_tokens": s.completion_tokens,
+               "test_cost_usd": price(model, s.prompt_tokens, s.completion_tokens),
+               "failures": s.failures, "workflow": save_workflow(out, key, code, header),
+               "scores_path": f"scores/{key}.json", "wall_s": round(time.time() - t0, 1), **extra}
+        with write_lock:  # one whole line at a time: jobs finish side by side
             with open(out / "results.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
-            tqdm.write(f"{name} | {model} | {method} | seed {seed} | acc {s.accuracy:.4f} [{lo:.3f}, {hi:.3f}] | "
-                       f"n {len(s.scores)} | calls {spent['calls']} | ${spent['cost_usd'] + meta['cost_usd']:.4f} | "
-                       f"failures {s.failures or 'none'} | {row['wall_s']:.0f}s")
-    except BudgetExceeded as e:
-        print(f"\nstopped cleanly: {e}\nFinished lines are kept; raise --budget-usd and rerun to go on.")
-        status = 3
-    except LLMError as e:
-        print(f"\nstopped: an endpoint failed: {e}\nFinished lines are kept; rerun to resume.")
-        status = 4
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished lines are kept; rerun the same command to resume.")
-        status = 130
+        tqdm.write(f"{name} | {model} | {method} | seed {seed} | acc {s.accuracy:.4f} [{lo:.3f}, {hi:.3f}] | "
+                   f"n {len(s.scores)} | calls {spent['calls']} | ${spent['cost_usd'] + meta_spent['cost_usd']:.4f} | "
+                   f"failures {s.failures or 'none'} | {row['wall_s']:.0f}s")
+
+    # --- evaluate: benchmarks x executors x seeds x methods side by side, one results.jsonl line each --
+    jobs = [(b, e, s, m) for b in args.benchmarks for e in args.executor_models for s in args.seeds
+            for m in METHODS if m in args.methods]
+    todo = job_order([j for j in jobs if (j[0], j[1], j[3], j[2]) not in done])
+    print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} skipped (done); up to {args.max_parallel_jobs} at once "
+          f"under one cap of {args.max_concurrency} executor requests in flight")
+    status = run_jobs(todo, run_one, max_parallel=args.max_parallel_jobs, progress=args.progress)
+    if status == 130:
+        write_lock.acquire()  # no line is half-written when the process exits (the others wait forever)
 
     # --- write artifacts: table, csv, plots ----------------------------------------------------------
     agg = write_reports(out, args)
