@@ -4,12 +4,12 @@ CPU mode (default), on one small random Qwen2 model (weights drawn like a 7B's, 
 synthetic trajectories:
 1. bf16 numerics: --opt-steps AdamW steps at lr 1e-5 on the same batches with train_rlao's loss, in fp32,
    bf16 + Kahan-compensated AdamW (optimi, the default), plain bf16 AdamW, and bf16 + stochastic rounding
-   (torchao, when installed): loss after the steps (evaluated in fp32), fraction of weights that changed,
+   (torchao, only when installed: not a dependency): loss after the steps (evaluated in fp32), fraction of weights that changed,
    distance of the accumulated weight change from fp32's, tokens/s.
 2. train_rlao.py (a subprocess) vs a reference built on transformers' Trainer with the same weighted loss
    (compute_loss overridden; another subprocess): tokens/s over the timed steps (the first is skipped), peak RSS.
 3. train_rlao.py in 1 process vs 2 processes (torchrun, FSDP2 over gloo) with the same global batch: tokens/s.
-    python bench/bench_train.py                 # ~2-3 minutes on 2 idle cores
+    python bench/bench_train.py                 # 8 minutes on 2 cores shared with other jobs (load ~12)
 GPU mode: a Qwen2.5-7B-shaped model from its config (random bf16 weights, nothing downloaded), full
 fine-tuning at 8,192 tokens with train_rlao's loss, its default bf16 optimizer (Kahan-compensated AdamW),
 optimizer-in-backward and activation checkpointing. Prints peak GPU memory, tokens/s, model-FLOPs
