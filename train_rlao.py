@@ -24,7 +24,7 @@ Deliberate simplifications and choices:
    AdamW with Kahan summation (`--optimizer adamw_kahan`, the default in bf16): the update is computed in
    fp32 and what rounding to bf16 drops is kept in one more bf16 buffer per weight (+2 bytes per
    parameter) and added back at the next step. Chosen by measurement (bench/bench_train.py) over torchao's
-   bf16 stochastic rounding: both follow the fp32 loss, Kahan's weights stay ~5x closer to fp32's and are
+   bf16 stochastic rounding: both follow the fp32 loss, Kahan's weights stay 3-5x closer to fp32's and are
    deterministic (resume and 1-vs-N-process runs agree); stochastic rounding would save the extra buffer.
    `--optimizer adamw` is plain torch AdamW (ablation); `--dtype float32` trains in full precision.
 4. With `--optimizer-in-backward` (default on one CUDA device) each parameter has its own AdamW, stepped
