@@ -97,6 +97,8 @@ class Args:
     temperature: float = field(default=0.5, metadata={"help": "meta-agent sampling temperature"})
     max_new_tokens: int = field(default=4096, metadata={"help": "meta-agent max new tokens per action"})
     executor_max_tokens: int = field(default=4096, metadata={"help": "executor max tokens per call"})
+    executor_json_schema: bool = field(default=False, metadata={"help": "JSON mode on an endpoint: send the "
+                                       "requested keys as a json_schema (vLLM, llama.cpp, SGLang) instead of json_object"})
     history_window: int = field(default=0, metadata={"help": "advanced workflows kept in the meta-agent's state (0: all)"})
     max_repairs: int = field(default=3, metadata={"help": "repairs asked for a failing W4S candidate (paper: 3)"})
     sample_timeout_s: float = field(default=300.0, metadata={"help": "time limit per sample of a workflow"})
@@ -344,7 +346,8 @@ def score_single(args: Args) -> int:
     examples = bench.examples(args.split)[: args.limit or None]
     llm = LLM(args.executor_models[0], args.executor_base_url, cache=ResponseCache("cache/llm.sqlite") if args.cache else None,
               ledger=Ledger(budget_usd=args.budget_usd), max_concurrency=args.max_concurrency,
-              max_tokens=args.executor_max_tokens)
+              max_tokens=args.executor_max_tokens,
+              json_schema=args.executor_json_schema)
     s = score_workflow(Path(args.workflow).read_text(), examples, bench, Agent(llm), args)
     result = {"benchmark": bench.name, "split": args.split, "n": len(examples), "accuracy": s.accuracy,
               "calls": s.calls, "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
@@ -389,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     def executor_for(model: str) -> LLM:
         if model not in executors:
             executors[model] = LLM(model, args.executor_base_url, cache=cache, ledger=executor_ledger,
-                                   max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens)
+                                   max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens,
+                                   json_schema=args.executor_json_schema)
         return executors[model]
 
     def meta_policy() -> Policy:

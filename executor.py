@@ -353,6 +353,95 @@ def validate_messages(messages: Any) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------------
+# JSON mode for in-process models: grammar-constrained decoding with llguidance
+#
+# An endpoint enforces JSON mode itself; an in-process model must have its sampling constrained, or a
+# 135M model answers "The answer is 12." and every paper workflow reads "NO answer IN DICTIONARY".
+# llguidance (the Rust engine behind the structured output of vLLM, SGLang and llama.cpp; a 3 MB wheel
+# with no dependencies) gives, at each step, the set of tokens that keep the reply inside the grammar.
+
+# The inside of a JSON string: an escape, or any character but a quote, a backslash or a control char.
+_JSON_STRING = r'/(\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4}|[^"\\\x00-\x1f])*/'
+_JSON_NONEMPTY = _JSON_STRING[:-2] + "+/"  # a named key's value: an empty answer is never the right one
+_FREE_MEMBERS = 3     # JSON mode without named keys: an object of 1 to 3 string members
+_FREE_KEY_TOKENS = 8  # whose names take at most 8 tokens each
+
+
+def _lark_literal(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # Lark string literals take JSON's escapes
+
+
+def json_min_tokens(keys: tuple[str, ...], count_tokens) -> tuple[int, int]:
+    """(fixed, values): the tokens of a JSON-mode object's fixed text, with one token of slack at each end
+    of every value (a token may straddle a quote) and the end token; and how many values it has."""
+    if keys:
+        return count_tokens(json.dumps(dict.fromkeys(keys, ""), ensure_ascii=False)) + 2 * len(keys) + 1, len(keys)
+    member = count_tokens('"": ""') + 2 + 4 + _FREE_KEY_TOKENS  # ", ", slack, the key's own tokens
+    return 2 + _FREE_MEMBERS * member + 1, _FREE_MEMBERS
+
+
+def json_grammar(keys: tuple[str, ...], max_tokens: int, count_tokens) -> str:
+    """A grammar (llguidance's Lark dialect) for one JSON object with string values that always closes
+    within `max_tokens` tokens; `count_tokens(text)` counts the model's tokens.
+
+    With keys: exactly `{"k1": "...", "k2": "..."}`, in the order asked. Without: 1 to _FREE_MEMBERS
+    members. Every value is a lexeme capped at its share of the budget left after the fixed text
+    (`json_min_tokens`), so a reply can never be cut mid-object: a capped value ends and the grammar
+    forces the rest. The caller gives at least `json_min_tokens` (fixed + one token per value).
+    """
+    fixed, values = json_min_tokens(keys, count_tokens)
+    cap = max(1, (max_tokens - fixed) // values)
+    if keys:
+        texts = ["{"] + ['", '] * (len(keys) - 1)  # what comes before each key: "{", else the value's end
+        parts = [f'{_lark_literal(t + json.dumps(k, ensure_ascii=False) + ": " + chr(34))} v{i}'
+                 for i, (t, k) in enumerate(zip(texts, keys))]
+        rules = [f"v{i}[max_tokens={cap}]: {_JSON_NONEMPTY}" for i in range(len(keys))]
+        return "\n".join([f"start: {' '.join(parts)} {_lark_literal(chr(34) + '}')}", *rules])
+    objects = [" \", \" ".join(["member"] * m) for m in range(1, _FREE_MEMBERS + 1)]
+    return "\n".join([
+        "start: " + " | ".join(f'"{{" {o} "}}"' for o in objects),
+        r'member: "\"" key "\": \"" value "\""',
+        f"key[max_tokens={_FREE_KEY_TOKENS}]: {_JSON_STRING}",
+        f"value[max_tokens={cap}]: {_JSON_STRING}"])
+
+
+class _JsonLogitsProcessor:
+    """A transformers logits processor with one llguidance matcher per batch row (None: a row not in
+    JSON mode), so requests with different keys, or none, still share one micro-batch."""
+
+    def __init__(self, matchers: list):
+        self.matchers = matchers
+        self.started = False
+
+    def __call__(self, input_ids, scores):
+        import torch
+        from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
+        if self.started:  # advance each row's matcher by the token sampled last step
+            for m, t in zip(self.matchers, input_ids[:, -1].tolist()):
+                if m is not None and not m.is_stopped() and not m.consume_token(t):
+                    raise RuntimeError(f"constrained decoding left its grammar: {m.get_error()}")
+        self.started = True
+        rows = [i for i, m in enumerate(self.matchers) if m is not None and not m.is_stopped()]
+        if not rows:
+            return scores
+        vocab = scores.shape[1]
+        bitmask = allocate_token_bitmask(len(self.matchers), vocab)  # (B, ceil(V/32)) int32, all allowed
+        forced = {}
+        for i in rows:
+            ff = self.matchers[i].compute_ff_tokens()
+            if ff:  # text the grammar fixes: its canonical tokens, so it costs what json_grammar counted
+                forced[i] = ff[0]
+            else:
+                fill_next_token_bitmask(self.matchers[i], bitmask, i)
+        bits = (bitmask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1  # (B, W, 32)
+        allowed = bits.flatten(1)[:, :vocab].bool()
+        for i, t in forced.items():
+            allowed[i] = False
+            allowed[i, t] = True
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+
+
+# ----------------------------------------------------------------------------------------------------
 # In-process transformers backend, with micro-batching
 
 @dataclass
@@ -367,6 +456,7 @@ class _LocalRequest:
     messages: list[dict]
     params: tuple  # (temperature, top_p, max_tokens): only requests with equal params share a batch
     n: int
+    json_keys: tuple[str, ...] | None = None  # JSON mode: None off, () any object, else these keys
     future: Future = field(default_factory=Future)
 
 
@@ -402,12 +492,20 @@ class _LocalModel:
         self.eos_ids = sorted({eos} if isinstance(eos, int) else set(eos))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.context = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self._lltok = None  # llguidance's view of the tokenizer, built on the first JSON-mode call
         self._pending: list[_LocalRequest] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._worker, name=f"w4s-generate-{Path(path).name}", daemon=True).start()
 
-    def generate(self, messages, temperature, top_p, n, max_tokens) -> list[_Sample]:
-        req = _LocalRequest(messages, (float(temperature), float(top_p), int(max_tokens)), n)
+    def generate(self, messages, temperature, top_p, n, max_tokens, json_keys=None) -> list[_Sample]:
+        """n samples; json_keys (a tuple, () for any object) constrains them to one JSON object. Its fixed
+        text always fits: a budget below `json_min_tokens` is raised to it."""
+        if json_keys is not None:
+            json_keys = tuple(dict.fromkeys(json_keys))  # a repeated key would make two members of one name
+            fixed, values = json_min_tokens(json_keys, self._count_tokens)
+            max_tokens = max(int(max_tokens), fixed + values)
+        req = _LocalRequest(messages, (float(temperature), float(top_p), int(max_tokens)), n,
+                            json_keys)
         with self._cond:
             self._pending.append(req)
             self._cond.notify()
@@ -460,9 +558,10 @@ class _LocalModel:
                                   temperature=temperature if sample else 1.0, top_p=top_p if sample else 1.0,
                                   top_k=0 if sample else 50,  # no top-k when sampling, as the OpenAI API
                                   pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
+        processors = self._json_processors(batch, config.max_new_tokens)
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                      generation_config=config)
+                                      generation_config=config, logits_processor=processors)
         new = out[:, longest:].tolist()  # (B, new tokens)
         results, row = [], 0
         for r, p in zip(batch, prompts):
@@ -477,6 +576,29 @@ class _LocalModel:
                                        len(used) + (stop is not None)))
             results.append(samples)
         return results
+
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _json_processors(self, batch, max_new_tokens) -> list:
+        """[a logits processor constraining the JSON-mode rows of this batch], or [] when it has none."""
+        if all(r.json_keys is None for r in batch):
+            return []
+        import llguidance
+        import llguidance.hf
+        if self._lltok is None:  # ~1 s, once per model
+            self._lltok = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=self.model.config.vocab_size,
+                                                       eos_token=self.eos_ids)
+        matchers = []
+        for r in batch:
+            grammar = None if r.json_keys is None else json_grammar(r.json_keys, max_new_tokens, self._count_tokens)
+            for _ in range(r.n):  # one matcher per row: each sample walks the grammar on its own
+                m = None if grammar is None else llguidance.LLMatcher(self._lltok, grammar, log_level=0)
+                if m is not None and m.is_error():
+                    raise ValueError(f"JSON-mode grammar for keys {list(r.json_keys)} failed: {m.get_error()}")
+                matchers.append(m)
+        return [_JsonLogitsProcessor(matchers)]
 
 
 _LOCAL_MODELS: dict[str, _LocalModel] = {}
@@ -533,14 +655,17 @@ class LLM:
     response cache and a ledger. Thread-safe; used by the executor Agent and by the meta-agent policy.
 
     `max_tokens` defaults to 4096 on endpoints and 512 for in-process models (a 135M model on CPU).
-    `local_batch_size` bounds the micro-batches of in-process generation.
+    `local_batch_size` bounds the micro-batches of in-process generation. JSON mode with keys named
+    (`json_keys`): in-process models are constrained to exactly that object; endpoints get
+    `{"type": "json_object"}` (the paper's setting), or with `json_schema=True` a schema of those keys.
     """
 
     def __init__(self, model: str = EMBEDDED, base_url: str | None = None, api_key: str | None = None, *,
                  cache: ResponseCache | None = None, ledger: Ledger | None = None, max_concurrency: int = 32,
                  timeout_s: float = 120, max_retries: int = 4, max_tokens: int | None = None,
-                 local_batch_size: int = 16):
+                 local_batch_size: int = 16, json_schema: bool = False):
         self.model = model
+        self.json_schema = json_schema  # endpoints: send JSON mode's keys as a json_schema response_format
         self.cache = cache
         self.ledger = ledger if ledger is not None else Ledger()
         self.local = is_local_model(model, base_url)
@@ -578,7 +703,7 @@ class LLM:
 
     def chat(self, messages: list[dict], *, temperature: float = 0.5, top_p: float = 1.0, n: int = 1,
              max_tokens: int | None = None, json_mode: bool = False, seed: int | None = None,
-             first_index: int = 0, tag: str = "") -> list[str]:
+             first_index: int = 0, tag: str = "", json_keys: list[str] | tuple[str, ...] = ()) -> list[str]:
         """n completions of a chat. Cached samples are reused one by one (the key holds the sample index,
         so n=3 after n=5 makes no request). json_mode replies are normalised to the JSON object when one
         can be extracted. `seed` is part of the cache key (and sent to endpoints), so an identical chat with
@@ -586,15 +711,16 @@ class LLM:
         so that a workflow repeating an identical call gets new samples, not the cached first one).
         Raises LLMError (call failed), BudgetExceeded, ValueError (bad messages)."""
         return self._chat(messages, temperature=temperature, top_p=top_p, n=n, max_tokens=max_tokens,
-                          json_mode=json_mode, seed=seed, first_index=first_index, tag=tag)
+                          json_mode=json_mode, seed=seed, first_index=first_index, tag=tag, json_keys=json_keys)
 
     def _chat(self, messages, *, temperature=0.5, top_p=1.0, n=1, max_tokens=None, json_mode=False, seed=None,
-              first_index=0, tag="", on_record=None) -> list[str]:
+              first_index=0, tag="", on_record=None, json_keys=()) -> list[str]:
         messages = validate_messages(messages)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         max_tokens = int(max_tokens or self.max_tokens)
-        keys = self._keys(messages, temperature, top_p, max_tokens, json_mode, n, seed, first_index)
+        json_keys = tuple(str(k) for k in json_keys)
+        keys = self._keys(messages, temperature, top_p, max_tokens, json_mode, n, seed, first_index, json_keys)
         found = self.cache.get_many(keys) if self.cache is not None else {}
         samples: list[_Sample | None] = [_Sample(**found[k]) if k in found else None for k in keys]
         missing = [i for i, s in enumerate(samples) if s is None]
@@ -602,7 +728,8 @@ class LLM:
         try:
             if missing:
                 self.ledger.check_budget()
-                fresh = self._generate(messages, temperature, top_p, len(missing), max_tokens, json_mode, seed)
+                fresh = self._generate(messages, temperature, top_p, len(missing), max_tokens, json_mode, seed,
+                                       json_keys)
                 for i, s in zip(missing, fresh):
                     samples[i] = s
                 if not self.local:
@@ -626,24 +753,29 @@ class LLM:
             texts = [json.dumps(obj, ensure_ascii=False) if (obj := extract_json(t)) is not None else t for t in texts]
         return texts
 
-    def _keys(self, messages, temperature, top_p, max_tokens, json_mode, n, seed=None, first_index=0) -> list[str]:
+    def _keys(self, messages, temperature, top_p, max_tokens, json_mode, n, seed=None, first_index=0,
+              json_keys=()) -> list[str]:
         base = {"backend": self.backend, "endpoint": self.endpoint, "model": self.model, "messages": messages,
                 "temperature": float(temperature), "top_p": float(top_p), "max_tokens": max_tokens,
                 "json_mode": bool(json_mode)}
+        if json_mode and (self.local or self.json_schema):  # the keys shape the reply only here
+            base["json_keys"] = list(json_keys)
         if seed:  # seed 0 or None: the default sample stream, shared by every run that sets no other seed
             base["seed"] = int(seed)
         return [ResponseCache.make_key({**base, "i": i}) for i in range(first_index, first_index + n)]
 
-    def _generate(self, messages, temperature, top_p, n, max_tokens, json_mode, seed=None) -> list[_Sample]:
+    def _generate(self, messages, temperature, top_p, n, max_tokens, json_mode, seed=None,
+                  json_keys=()) -> list[_Sample]:
         if self.local:
             if self._local is None:
                 self._local = _local_model(self._local_path)
                 self._local.max_batch = self._local_batch_size
             with self._sem:
-                return self._local.generate(messages, temperature, top_p, n, max_tokens)
+                return self._local.generate(messages, temperature, top_p, n, max_tokens,
+                                            json_keys if json_mode else None)
         with self._flags_lock:
             ask_n = n if self._n_ok else 1
-        samples = self._request(messages, temperature, top_p, ask_n, max_tokens, json_mode, seed)
+        samples = self._request(messages, temperature, top_p, ask_n, max_tokens, json_mode, seed, json_keys)
         if len(samples) < n:
             if ask_n > 1 and len(samples) < ask_n:
                 with self._flags_lock:
@@ -652,7 +784,7 @@ class LLM:
             rest = n - len(samples)
             with ThreadPoolExecutor(max_workers=min(rest, 32)) as pool:
                 futures = [pool.submit(self._request, messages, temperature, top_p, 1, max_tokens, json_mode,
-                                       None if seed is None else seed + k + 1) for k in range(rest)]
+                                       None if seed is None else seed + k + 1, json_keys) for k in range(rest)]
                 for f in futures:
                     got = f.result()
                     if not got:
@@ -660,7 +792,8 @@ class LLM:
                     samples += got[:1]
         return samples[:n]
 
-    def _request(self, messages, temperature, top_p, n, max_tokens, json_mode, seed=None) -> list[_Sample]:
+    def _request(self, messages, temperature, top_p, n, max_tokens, json_mode, seed=None,
+                 json_keys=()) -> list[_Sample]:
         """One HTTP request (the client retries it); LLMError when it fails for good."""
         import openai
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
@@ -671,7 +804,7 @@ class LLM:
             kwargs["seed"] = seed
         use_json = json_mode and self._json_mode_ok
         if use_json:
-            kwargs["response_format"] = {"type": "json_object"}
+            kwargs["response_format"] = _response_format(json_keys if self.json_schema else ())
         try:
             with self._sem:
                 # client.post is the openai package's documented way to send a raw body: the client's
@@ -683,7 +816,7 @@ class LLM:
             if use_json:  # taken as "no JSON mode here": remember, and rely on extract_json from now on
                 with self._flags_lock:
                     self._json_mode_ok = False
-                return self._request(messages, temperature, top_p, n, max_tokens, json_mode, seed)
+                return self._request(messages, temperature, top_p, n, max_tokens, json_mode, seed, json_keys)
             raise LLMError(f"{self.model} at {self.endpoint} rejected the request: {e}") from e
         except openai.APITimeoutError as e:
             raise LLMError(f"{self.model} at {self.endpoint} timed out after {self.max_retries} retries") from e
@@ -708,6 +841,16 @@ class LLM:
             content = message.get("content") if isinstance(message, dict) else None
             samples.append(_Sample(content if isinstance(content, str) else "", prompt_tokens if j == 0 else 0, share))
         return samples
+
+
+def _response_format(json_keys) -> dict:
+    """JSON mode for an endpoint: a strict schema of string-valued keys (vLLM, llama.cpp, SGLang and recent
+    OpenAI models constrain decoding to it), or plain json_object when no keys are named."""
+    if not json_keys:
+        return {"type": "json_object"}
+    schema = {"type": "object", "properties": {k: {"type": "string"} for k in json_keys},
+              "required": list(json_keys), "additionalProperties": False}
+    return {"type": "json_schema", "json_schema": {"name": "reply", "strict": True, "schema": schema}}
 
 
 def _folder_fingerprint(path: Path) -> str:
@@ -753,12 +896,12 @@ class Agent:
         """A new Agent on the same LLM, cache and ledger, with its own `usage` (one per workflow sample)."""
         return Agent(self.llm, code_timeout_s=self.code_timeout_s, public_tests=public_tests, seed=self.seed)
 
-    def _chat(self, messages, temperature, n, max_tokens, json_mode, tag) -> list[str]:
+    def _chat(self, messages, temperature, n, max_tokens, json_mode, tag, json_keys=()) -> list[str]:
         n = int(n)
         return self.llm._chat(messages, temperature=temperature, n=n, max_tokens=max_tokens, json_mode=json_mode,
                               seed=self.seed, first_index=self._first_index(messages, temperature, n, max_tokens,
                                                                             json_mode),
-                              tag=tag, on_record=self._add_usage)
+                              tag=tag, on_record=self._add_usage, json_keys=json_keys)
 
     def call_llm(self, messages, temperature=0.5, num_of_response=1, agent_role="task solver", instructions="",
                  max_tokens=None, *, model=None, max_completion_tokens=None, response_format="text",
@@ -781,11 +924,11 @@ class Agent:
         """`num_of_response` dicts; a key the model left out maps to "NO {key} IN DICTIONARY" (paper
         behaviour), and a reply with no JSON object at all becomes {"JSONDecodeError": text} plus those."""
         messages = validate_messages(messages)
-        keys = list(return_dict_keys)
+        keys = [return_dict_keys] if isinstance(return_dict_keys, str) else [str(k) for k in return_dict_keys]
         system = f"You are a helpful {agent_role}.\nReply in JSON format, ONLY using the keys {keys}.\n{instructions}"
         messages = [{"role": "system", "content": system.strip()}, *messages]
         texts = self._chat(messages, temperature, num_of_response, max_tokens or max_completion_tokens, True,
-                           "call_json_format_llm")
+                           "call_json_format_llm", json_keys=keys)
         dicts = [_parse_reply(t) for t in texts]
         for d in dicts:
             for k in keys:
