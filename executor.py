@@ -364,7 +364,7 @@ def validate_messages(messages: Any) -> list[dict]:
 _JSON_STRING = r'/(\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4}|[^"\\\x00-\x1f])*/'
 _JSON_NONEMPTY = _JSON_STRING[:-2] + "+/"  # a named key's value: an empty answer is never the right one
 _FREE_MEMBERS = 3     # JSON mode without named keys: an object of 1 to 3 string members
-_FREE_KEY_TOKENS = 8  # whose names take at most 8 tokens each
+_FREE_KEY_TOKENS = 6  # whose names take at most 6 tokens each
 
 
 def _lark_literal(text: str) -> str:
@@ -493,6 +493,7 @@ class _LocalModel:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.context = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self._lltok = None  # llguidance's view of the tokenizer, built on the first JSON-mode call
+        self._matchers: dict[str, Any] = {}  # grammar -> an unused matcher to copy (worker thread only)
         self._pending: list[_LocalRequest] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._worker, name=f"w4s-generate-{Path(path).name}", daemon=True).start()
@@ -592,12 +593,18 @@ class _LocalModel:
                                                        eos_token=self.eos_ids)
         matchers = []
         for r in batch:
-            grammar = None if r.json_keys is None else json_grammar(r.json_keys, max_new_tokens, self._count_tokens)
-            for _ in range(r.n):  # one matcher per row: each sample walks the grammar on its own
-                m = None if grammar is None else llguidance.LLMatcher(self._lltok, grammar, log_level=0)
-                if m is not None and m.is_error():
-                    raise ValueError(f"JSON-mode grammar for keys {list(r.json_keys)} failed: {m.get_error()}")
-                matchers.append(m)
+            if r.json_keys is None:
+                matchers += [None] * r.n
+                continue
+            grammar = json_grammar(r.json_keys, max_new_tokens, self._count_tokens)
+            if grammar not in self._matchers:  # compiling takes ~20 ms, a copy far less; workflows repeat keys
+                if len(self._matchers) >= 256:
+                    self._matchers.clear()
+                self._matchers[grammar] = llguidance.LLMatcher(self._lltok, grammar, log_level=0)
+            fresh = self._matchers[grammar]
+            if fresh.is_error():
+                raise ValueError(f"JSON-mode grammar for keys {list(r.json_keys)} failed: {fresh.get_error()}")
+            matchers += [fresh.deep_copy() for _ in range(r.n)]  # one per row: each sample walks it alone
         return [_JsonLogitsProcessor(matchers)]
 
 
