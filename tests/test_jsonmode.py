@@ -3,6 +3,7 @@ object with exactly the requested keys on every call, within its token budget; e
 a json_schema when asked (tests/local_server.py records the request bodies)."""
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import executor as ex
 from executor import LLM, Agent, ResponseCache
@@ -118,3 +119,39 @@ def test_json_schema_rejected_falls_back_to_extraction():
         out = agent.call_json_format_llm([{"role": "user", "content": "2+3?"}], return_dict_keys=["answer"])
         assert out == [{"answer": "5"}]
         assert srv.requests[0]["response_format"] == schema_of(["answer"]) and "response_format" not in srv.requests[1]
+
+
+# -- plots: the numbers the embedded model gives (small, equal, $0) still read right ------------------
+
+def plotted(tmp_path, monkeypatch, cost: float) -> dict:
+    """Run evaluate.plot_results on seven methods that all score 0 at `cost` dollars per run; return each
+    saved figure's (y limits, x label) per axes."""
+    import matplotlib.figure
+    import evaluate as ev
+    seen = {}
+    real = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: (
+        seen.__setitem__(Path(path).name, [(ax.get_ylim(), ax.get_xlabel()) for ax in fig.axes]),
+        real(fig, path, **kw))[1])
+    (tmp_path / "trajectories").mkdir()
+    (tmp_path / "trajectories" / "w4s.jsonl").write_text(json.dumps({
+        "turn": 0, "benchmark": "mmlu_pro", "executor_model": "embedded", "seed": 0, "best": 0,
+        "candidates": [{"valid_acc": 0.0}]}) + "\n")
+    rows = [{"benchmark": "mmlu_pro", "executor_model": "embedded", "seed": 0, "method": "w4s", "seed_valid_best": 0.0}]
+    agg = [{"benchmark": "mmlu_pro", "executor_model": "embedded", "method": m, "num_seeds": 1, "accuracy": 0.0,
+            "prompt_tokens": 5000, "completion_tokens": 700, "cost_usd_per_run": cost} for m in ev.METHODS]
+    ev.plot_results(tmp_path, rows, agg)
+    return seen
+
+
+def test_plots_span_0_to_100_and_show_tokens_when_free(tmp_path, monkeypatch):
+    seen = plotted(tmp_path, monkeypatch, cost=0.0)
+    for name in ("cost_accuracy.png", "valid_curves.png"):
+        (lo, hi), _ = seen[name][0]
+        assert lo <= 0 and hi >= 100, (name, lo, hi)  # a 0-100 % axis, not -0.04..0.04
+        assert (tmp_path / name).stat().st_size > 1000
+    assert "tokens" in seen["cost_accuracy.png"][0][1]  # every dollar figure is 0: tokens on the x axis
+
+
+def test_plots_keep_dollars_when_there_are_any(tmp_path, monkeypatch):
+    assert plotted(tmp_path, monkeypatch, cost=0.02)["cost_accuracy.png"][0][1] == "dollars per run"
