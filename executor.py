@@ -409,8 +409,9 @@ class _JsonLogitsProcessor:
     """A transformers logits processor with one llguidance matcher per batch row (None: a row not in
     JSON mode), so requests with different keys, or none, still share one micro-batch."""
 
-    def __init__(self, matchers: list):
+    def __init__(self, matchers: list, eos_id: int):
         self.matchers = matchers
+        self.eos_id = eos_id
         self.started = False
 
     def __call__(self, input_ids, scores):
@@ -421,18 +422,21 @@ class _JsonLogitsProcessor:
                 if m is not None and not m.is_stopped() and not m.consume_token(t):
                     raise RuntimeError(f"constrained decoding left its grammar: {m.get_error()}")
         self.started = True
-        rows = [i for i, m in enumerate(self.matchers) if m is not None and not m.is_stopped()]
+        rows = [i for i, m in enumerate(self.matchers) if m is not None]
         if not rows:
             return scores
         vocab = scores.shape[1]
         bitmask = allocate_token_bitmask(len(self.matchers), vocab)  # (B, ceil(V/32)) int32, all allowed
         forced = {}
         for i in rows:
-            ff = self.matchers[i].compute_ff_tokens()
-            if ff:  # text the grammar fixes: its canonical tokens, so it costs what json_grammar counted
+            m = self.matchers[i]
+            ff = [] if m.is_stopped() else m.compute_ff_tokens()
+            if m.is_stopped():  # the object is complete (the matcher stops at "}" already): end the reply
+                forced[i] = self.eos_id
+            elif ff:  # text the grammar fixes: its canonical tokens, so it costs what json_grammar counted
                 forced[i] = ff[0]
             else:
-                fill_next_token_bitmask(self.matchers[i], bitmask, i)
+                fill_next_token_bitmask(m, bitmask, i)
         bits = (bitmask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1  # (B, W, 32)
         allowed = bits.flatten(1)[:, :vocab].bool()
         for i, t in forced.items():
@@ -605,7 +609,7 @@ class _LocalModel:
             if fresh.is_error():
                 raise ValueError(f"JSON-mode grammar for keys {list(r.json_keys)} failed: {fresh.get_error()}")
             matchers += [fresh.deep_copy() for _ in range(r.n)]  # one per row: each sample walks it alone
-        return [_JsonLogitsProcessor(matchers)]
+        return [_JsonLogitsProcessor(matchers, self.eos_ids[0])]
 
 
 _LOCAL_MODELS: dict[str, _LocalModel] = {}
