@@ -430,11 +430,10 @@ class _JsonLogitsProcessor:
         forced = {}
         for i in rows:
             m = self.matchers[i]
-            ff = [] if m.is_stopped() else m.compute_ff_tokens()
             if m.is_stopped():  # the object is complete (the matcher stops at "}" already): end the reply
                 forced[i] = self.eos_id
-            elif ff:  # text the grammar fixes: its canonical tokens, so it costs what json_grammar counted
-                forced[i] = ff[0]
+            elif ff := m.compute_ff_tokens():  # text the grammar fixes: its canonical tokens, so it costs
+                forced[i] = ff[0]              # what json_grammar counted
             else:
                 fill_next_token_bitmask(m, bitmask, i)
         bits = (bitmask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1  # (B, W, 32)
@@ -581,7 +580,6 @@ class _LocalModel:
                                        len(used) + (stop is not None)))
             results.append(samples)
         return results
-
 
     def _count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
