@@ -110,6 +110,8 @@ class Args:
     temperature: float = field(default=0.5, metadata={"help": "meta-agent sampling temperature"})
     max_new_tokens: int = field(default=4096, metadata={"help": "meta-agent max new tokens per action"})
     executor_max_tokens: int = field(default=4096, metadata={"help": "executor max tokens per call"})
+    executor_json_schema: bool = field(default=False, metadata={"help": "JSON mode on an endpoint: send the "
+                                       "requested keys as a json_schema (vLLM, llama.cpp, SGLang) instead of json_object"})
     history_window: int = field(default=0, metadata={"help": "advanced workflows kept in the meta-agent's state (0: all)"})
     state_max_tokens: int = field(default=DEFAULT_STATE_MAX_TOKENS,
                                   metadata={"help": "token budget of the meta-agent's state: the oldest advanced workflows leave it first"})
@@ -289,7 +291,9 @@ def render_table(agg: list[dict], benchmarks: list[str], meta_model: str, args_s
 
 
 def plot_results(out: Path, rows: list[dict], agg: list[dict]) -> None:
-    """valid_curves.png (best-so-far validation accuracy per W4S turn) and cost_accuracy.png."""
+    """valid_curves.png (best-so-far validation accuracy per W4S turn) and cost_accuracy.png (test accuracy
+    against dollars per run, or against executor tokens per run where every dollar figure is 0: local models).
+    Accuracy axes always span 0-100 %, so small or equal numbers read as what they are."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -308,15 +312,17 @@ def plot_results(out: Path, rows: list[dict], agg: list[dict]) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         for label, accs, start in curves.get(name, []):
-            best, ys = (start if start is not None else 0.0), []
+            best, ys = start, []  # None until a first accuracy is known: no line drawn at a made-up 0
             for acc in accs:
-                best = max(best, acc) if acc is not None else best
-                ys.append(best)
+                if acc is not None:
+                    best = acc if best is None else max(best, acc)
+                ys.append(float("nan") if best is None else 100 * best)
             xs = list(range(1, len(accs) + 1))
-            line, = ax.plot([0] + xs if start is not None else xs, ([start] if start is not None else []) + ys, label=label)
-            ax.scatter([x for x, a in zip(xs, accs) if a is not None], [a for a in accs if a is not None],
-                       s=10, color=line.get_color(), alpha=0.5)
-        ax.set(title=name, xlabel="iteration (0: best seed)", ylabel="validation accuracy", ylim=(-0.02, 1.02))
+            line, = ax.plot(([0] if start is not None else []) + xs, ([100 * start] if start is not None else []) + ys,
+                            marker="o", markersize=3, label=label)
+            ax.scatter([x for x, a in zip(xs, accs) if a is not None], [100 * a for a in accs if a is not None],
+                       s=25, facecolors="none", edgecolors=line.get_color(), alpha=0.7)
+        ax.set(title=name, xlabel="iteration (0: best seed)", ylabel="validation accuracy (%)", ylim=(-2, 102))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if curves.get(name):
             ax.legend(fontsize=7)
@@ -325,14 +331,20 @@ def plot_results(out: Path, rows: list[dict], agg: list[dict]) -> None:
     plt.close(fig)
 
     benches = sorted({a["benchmark"] for a in agg}) or ["(no results)"]
-    fig, axes = plt.subplots(1, len(benches), figsize=(4 * len(benches), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(benches), figsize=(4.5 * len(benches), 3.6), squeeze=False)
     markers = dict(zip(METHODS, "os^vDP*"))
     for ax, name in zip(axes[0], benches):
-        for a in (a for a in agg if a["benchmark"] == name):
-            ax.scatter(a["cost_usd_per_run"], 100 * a["accuracy"], marker=markers[a["method"]],
-                       label=f"{LABELS[a['method']]} ({a['executor_model']})")
-        ax.set(title=name, xlabel="dollars per run", ylabel="test accuracy (%)")
-        if any(a["benchmark"] == name for a in agg):
+        points = [a for a in agg if a["benchmark"] == name]
+        free = all(a["cost_usd_per_run"] == 0 for a in points)  # local models cost $0: plot tokens instead
+        for i, a in enumerate(points):
+            x = (a["prompt_tokens"] + a["completion_tokens"]) / max(1, a["num_seeds"]) if free else a["cost_usd_per_run"]
+            # hollow markers of different shapes and sizes: methods on the same point stay visible
+            ax.scatter(x, 100 * a["accuracy"], marker=markers[a["method"]], s=90 - 9 * i, facecolors="none",
+                       edgecolors=f"C{i % 10}", linewidths=1.3, label=f"{LABELS[a['method']]} ({a['executor_model']})")
+        ax.set(title=name, ylabel="test accuracy (%)", ylim=(-2, 102),
+               xlabel="executor tokens per run ($0: local model)" if free else "dollars per run")
+        ax.set_xlim(left=0)
+        if points:
             ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out / "cost_accuracy.png", dpi=120)
@@ -499,7 +511,7 @@ def score_single(args: Args) -> int:
     examples = bench.examples(args.split)[: args.limit or None]
     llm = LLM(args.executor_models[0], args.executor_base_url, cache=open_cache(args.cache),
               ledger=Ledger(budget_usd=args.budget_usd), max_concurrency=args.max_concurrency,
-              max_tokens=args.executor_max_tokens)
+              max_tokens=args.executor_max_tokens, json_schema=args.executor_json_schema)
     try:
         s = score_workflow(Path(args.workflow).read_text(), examples, bench, Agent(llm), args)
     except BudgetExceeded as e:
@@ -572,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         with build_lock:
             if model not in executors:
                 executors[model] = LLM(model, args.executor_base_url, cache=cache, ledger=executor_ledger,
-                                       max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens)
+                                       max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens,
+                                       json_schema=args.executor_json_schema)
             return executors[model]
 
     def meta_llm() -> LLM:

@@ -432,6 +432,98 @@ def validate_messages(messages: Any) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------------
+# JSON mode for in-process models: grammar-constrained decoding with llguidance
+#
+# An endpoint enforces JSON mode itself; an in-process model must have its sampling constrained, or a
+# 135M model answers "The answer is 12." and every paper workflow reads "NO answer IN DICTIONARY".
+# llguidance (the Rust engine behind the structured output of vLLM, SGLang and llama.cpp; a 3 MB wheel
+# with no dependencies) gives, at each step, the set of tokens that keep the reply inside the grammar.
+
+# The inside of a JSON string: an escape, or any character but a quote, a backslash or a control char.
+_JSON_STRING = r'/(\\["\\\/bfnrt]|\\u[0-9a-fA-F]{4}|[^"\\\x00-\x1f])*/'
+_JSON_NONEMPTY = _JSON_STRING[:-2] + "+/"  # a named key's value: an empty answer is never the right one
+_FREE_MEMBERS = 3     # JSON mode without named keys: an object of 1 to 3 string members
+_FREE_KEY_TOKENS = 6  # whose names take at most 6 tokens each
+
+
+def _lark_literal(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # Lark string literals take JSON's escapes
+
+
+def json_min_tokens(keys: tuple[str, ...], count_tokens) -> tuple[int, int]:
+    """(fixed, values): the tokens of a JSON-mode object's fixed text, with one token of slack at each end
+    of every value (a token may straddle a quote) and the end token; and how many values it has."""
+    if keys:
+        return count_tokens(json.dumps(dict.fromkeys(keys, ""), ensure_ascii=False)) + 2 * len(keys) + 1, len(keys)
+    member = count_tokens('"": ""') + 2 + 4 + _FREE_KEY_TOKENS  # ", ", slack, the key's own tokens
+    return 2 + _FREE_MEMBERS * member + 1, _FREE_MEMBERS
+
+
+def json_grammar(keys: tuple[str, ...], max_tokens: int, count_tokens) -> str:
+    """A grammar (llguidance's Lark dialect) for one JSON object with string values that always closes
+    within `max_tokens` tokens; `count_tokens(text)` counts the model's tokens.
+
+    With keys: exactly `{"k1": "...", "k2": "..."}`, in the order asked. Without: 1 to _FREE_MEMBERS
+    members. Every value is a lexeme capped at its share of the budget left after the fixed text
+    (`json_min_tokens`), so a reply can never be cut mid-object: a capped value ends and the grammar
+    forces the rest. The caller gives at least `json_min_tokens` (fixed + one token per value).
+    """
+    fixed, values = json_min_tokens(keys, count_tokens)
+    cap = max(1, (max_tokens - fixed) // values)
+    if keys:
+        texts = ["{"] + ['", '] * (len(keys) - 1)  # what comes before each key: "{", else the value's end
+        parts = [f'{_lark_literal(t + json.dumps(k, ensure_ascii=False) + ": " + chr(34))} v{i}'
+                 for i, (t, k) in enumerate(zip(texts, keys))]
+        rules = [f"v{i}[max_tokens={cap}]: {_JSON_NONEMPTY}" for i in range(len(keys))]
+        return "\n".join([f"start: {' '.join(parts)} {_lark_literal(chr(34) + '}')}", *rules])
+    objects = [" \", \" ".join(["member"] * m) for m in range(1, _FREE_MEMBERS + 1)]
+    return "\n".join([
+        "start: " + " | ".join(f'"{{" {o} "}}"' for o in objects),
+        r'member: "\"" key "\": \"" value "\""',
+        f"key[max_tokens={_FREE_KEY_TOKENS}]: {_JSON_STRING}",
+        f"value[max_tokens={cap}]: {_JSON_STRING}"])
+
+
+class _JsonLogitsProcessor:
+    """A transformers logits processor with one llguidance matcher per batch row (None: a row not in
+    JSON mode), so requests with different keys, or none, still share one micro-batch."""
+
+    def __init__(self, matchers: list, eos_id: int):
+        self.matchers = matchers
+        self.eos_id = eos_id
+        self.started = False
+
+    def __call__(self, input_ids, scores):
+        import torch
+        from llguidance.torch import allocate_token_bitmask, fill_next_token_bitmask
+        if self.started:  # advance each row's matcher by the token sampled last step
+            for m, t in zip(self.matchers, input_ids[:, -1].tolist()):
+                if m is not None and not m.is_stopped() and not m.consume_token(t):
+                    raise RuntimeError(f"constrained decoding left its grammar: {m.get_error()}")
+        self.started = True
+        rows = [i for i, m in enumerate(self.matchers) if m is not None]
+        if not rows:
+            return scores
+        vocab = scores.shape[1]
+        bitmask = allocate_token_bitmask(len(self.matchers), vocab)  # (B, ceil(V/32)) int32, all allowed
+        forced = {}
+        for i in rows:
+            m = self.matchers[i]
+            if m.is_stopped():  # the object is complete (the matcher stops at "}" already): end the reply
+                forced[i] = self.eos_id
+            elif ff := m.compute_ff_tokens():  # text the grammar fixes: its canonical tokens, so it costs
+                forced[i] = ff[0]              # what json_grammar counted
+            else:
+                fill_next_token_bitmask(m, bitmask, i)
+        bits = (bitmask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1  # (B, W, 32)
+        allowed = bits.flatten(1)[:, :vocab].bool()
+        for i, t in forced.items():
+            allowed[i] = False
+            allowed[i, t] = True
+        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
+
+
+# ----------------------------------------------------------------------------------------------------
 # In-process transformers backend, with micro-batching
 
 @dataclass
@@ -446,6 +538,7 @@ class _LocalRequest:
     messages: list[dict]
     params: tuple  # (temperature, top_p, max_tokens): only requests with equal params share a batch
     n: int
+    json_keys: tuple[str, ...] | None = None  # JSON mode: None off, () any object, else these keys
     future: Future = field(default_factory=Future)
 
 
@@ -481,12 +574,21 @@ class _LocalModel:
         self.eos_ids = sorted({eos} if isinstance(eos, int) else set(eos))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.context = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        self._lltok = None  # llguidance's view of the tokenizer, built on the first JSON-mode call
+        self._matchers: dict[str, Any] = {}  # grammar -> an unused matcher to copy (worker thread only)
         self._pending: list[_LocalRequest] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._worker, name=f"w4s-generate-{Path(path).name}", daemon=True).start()
 
-    def generate(self, messages, temperature, top_p, n, max_tokens) -> list[_Sample]:
-        req = _LocalRequest(messages, (float(temperature), float(top_p), int(max_tokens)), n)
+    def generate(self, messages, temperature, top_p, n, max_tokens, json_keys=None) -> list[_Sample]:
+        """n samples; json_keys (a tuple, () for any object) constrains them to one JSON object. Its fixed
+        text always fits: a budget below `json_min_tokens` is raised to it."""
+        if json_keys is not None:
+            json_keys = tuple(dict.fromkeys(json_keys))  # a repeated key would make two members of one name
+            fixed, values = json_min_tokens(json_keys, self._count_tokens)
+            max_tokens = max(int(max_tokens), fixed + values)
+        req = _LocalRequest(messages, (float(temperature), float(top_p), int(max_tokens)), n,
+                            json_keys)
         with self._cond:
             self._pending.append(req)
             self._cond.notify()
@@ -539,9 +641,10 @@ class _LocalModel:
                                   temperature=temperature if sample else 1.0, top_p=top_p if sample else 1.0,
                                   top_k=0 if sample else 50,  # no top-k when sampling, as the OpenAI API
                                   pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
+        processors = self._json_processors(batch, config.max_new_tokens)
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                      generation_config=config)
+                                      generation_config=config, logits_processor=processors)
         new = out[:, longest:].tolist()  # (B, new tokens)
         results, row = [], 0
         for r, p in zip(batch, prompts):
@@ -556,6 +659,34 @@ class _LocalModel:
                                        len(used) + (stop is not None)))
             results.append(samples)
         return results
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _json_processors(self, batch, max_new_tokens) -> list:
+        """[a logits processor constraining the JSON-mode rows of this batch], or [] when it has none."""
+        if all(r.json_keys is None for r in batch):
+            return []
+        import llguidance
+        import llguidance.hf
+        if self._lltok is None:  # ~1 s, once per model
+            self._lltok = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=self.model.config.vocab_size,
+                                                       eos_token=self.eos_ids)
+        matchers = []
+        for r in batch:
+            if r.json_keys is None:
+                matchers += [None] * r.n
+                continue
+            grammar = json_grammar(r.json_keys, max_new_tokens, self._count_tokens)
+            if grammar not in self._matchers:  # compiling takes ~20 ms, a copy far less; workflows repeat keys
+                if len(self._matchers) >= 256:
+                    self._matchers.clear()
+                self._matchers[grammar] = llguidance.LLMatcher(self._lltok, grammar, log_level=0)
+            fresh = self._matchers[grammar]
+            if fresh.is_error():
+                raise ValueError(f"JSON-mode grammar for keys {list(r.json_keys)} failed: {fresh.get_error()}")
+            matchers += [fresh.deep_copy() for _ in range(r.n)]  # one per row: each sample walks it alone
+        return [_JsonLogitsProcessor(matchers, self.eos_ids[0])]
 
 
 _LOCAL_MODELS: dict[str, _LocalModel] = {}
@@ -767,14 +898,18 @@ class LLM:
     `local_batch_size` bounds the micro-batches of in-process generation. Every request is clamped to the
     run's limits: max_tokens to `max_tokens` when given (else MAX_TOKENS_CEILING), n to `max_n`; a chat over
     `max_prompt_chars` characters is refused as a BadRequestError. At most `max_concurrency` requests of
-    this LLM are in flight to its endpoint, counting those of other LLMs on the same endpoint.
+    this LLM are in flight to its endpoint, counting those of other LLMs on the same endpoint. JSON mode
+    with keys named (`json_keys`): in-process models are constrained to exactly that object; endpoints get
+    `{"type": "json_object"}` (the paper's setting), or with `json_schema=True` a schema of those keys.
     """
 
     def __init__(self, model: str = EMBEDDED, base_url: str | None = None, api_key: str | None = None, *,
                  cache: ResponseCache | None = None, ledger: Ledger | None = None, max_concurrency: int = 32,
                  timeout_s: float = 120, max_retries: int = 4, max_tokens: int | None = None,
-                 local_batch_size: int = 16, max_n: int = MAX_N, max_prompt_chars: int = MAX_PROMPT_CHARS):
+                 local_batch_size: int = 16, max_n: int = MAX_N, max_prompt_chars: int = MAX_PROMPT_CHARS,
+                 json_schema: bool = False):
         self.model = model
+        self.json_schema = json_schema  # endpoints: send JSON mode's keys as a json_schema response_format
         self.cache = cache
         self.ledger = ledger if ledger is not None else Ledger()
         self.local = is_local_model(model, base_url)
@@ -823,7 +958,7 @@ class LLM:
 
     def chat(self, messages: list[dict], *, temperature: float = 0.5, top_p: float = 1.0, n: int = 1,
              max_tokens: int | None = None, json_mode: bool = False, seed: int | None = None,
-             first_index: int = 0, tag: str = "") -> list[str]:
+             first_index: int = 0, tag: str = "", json_keys: list[str] | tuple[str, ...] = ()) -> list[str]:
         """n completions of a chat. Cached samples are reused one by one (the key holds the sample index,
         so n=3 after n=5 makes no request). json_mode replies are normalised to the JSON object when one
         can be extracted. Sample i is sent seed `sample_seed(seed, i)` (a request for several samples: the
@@ -832,7 +967,7 @@ class LLM:
         identical call gets new samples, not the cached first one).
         Raises LLMError (BadRequestError: the request's own fault), BudgetExceeded, ValueError (bad messages)."""
         return self._chat(messages, temperature=temperature, top_p=top_p, n=n, max_tokens=max_tokens,
-                          json_mode=json_mode, seed=seed, first_index=first_index, tag=tag)
+                          json_mode=json_mode, seed=seed, first_index=first_index, tag=tag, json_keys=json_keys)
 
     def _limits(self, n, max_tokens) -> tuple[int, int, str | None]:
         """(n, max_tokens) clamped to the run's limits, and what was changed (None when nothing)."""
@@ -859,16 +994,17 @@ class LLM:
         return cost_usd(self.model, prompt * requests, max_tokens * n)
 
     def _chat(self, messages, *, temperature=0.5, top_p=1.0, n=1, max_tokens=None, json_mode=False, seed=None,
-              first_index=0, tag="", on_record=None, clamped=None) -> list[str]:
+              first_index=0, tag="", on_record=None, clamped=None, json_keys=()) -> list[str]:
         messages = validate_messages(messages)
         temperature, top_p = _finite("temperature", temperature, float), _finite("top_p", top_p, float)
         n, max_tokens, note = self._limits(n, max_tokens)
+        json_keys = tuple(str(k) for k in json_keys)
         record = dict(tag=tag, clamped=clamped or note, t0=time.perf_counter(), on_record=on_record)
         json_ok = True
         while True:  # twice at most: again without response_format when the server rejects it
             # key by what is sent: a server without JSON mode gets (and caches) plain requests
             json_sent = json_mode and (self.local or json_ok and (self.endpoint, self.model) not in _NO_JSON_MODE)
-            keys = self._keys(messages, temperature, top_p, max_tokens, json_sent, n, seed, first_index)
+            keys = self._keys(messages, temperature, top_p, max_tokens, json_sent, n, seed, first_index, json_keys)
             found = self.cache.get_many(keys) if self.cache is not None else {}
             samples: list[_Sample | None] = [_Sample(**found[k]) if k in found else None for k in keys]
             missing = [i for i, s in enumerate(samples) if s is None]
@@ -883,7 +1019,8 @@ class LLM:
                 raise error
             seeds = [sample_seed(seed, first_index + i) for i in missing]
             try:
-                self._fill(samples, missing, keys, record, messages, temperature, top_p, max_tokens, json_sent, seeds)
+                self._fill(samples, missing, keys, record, messages, temperature, top_p, max_tokens, json_sent, seeds,
+                           json_keys)
             except _JSONModeRejected as e:
                 json_ok, lasting = False, e.lasting
                 continue
@@ -892,7 +1029,8 @@ class LLM:
                     _NO_JSON_MODE.add((self.endpoint, self.model))
             return self._texts(samples, json_mode)
 
-    def _fill(self, samples, missing, keys, record, messages, temperature, top_p, max_tokens, json_sent, seeds):
+    def _fill(self, samples, missing, keys, record, messages, temperature, top_p, max_tokens, json_sent, seeds,
+              json_keys=()):
         """Generate the missing samples into `samples` and cache them, within a budget reservation;
         every sample the endpoint returned is recorded and paid for, also when a later request fails."""
         reserved = self._worst_case_usd(messages, len(missing), max_tokens)
@@ -900,7 +1038,8 @@ class LLM:
         got: list[_Sample] = []
         error = None
         try:
-            fresh = self._generate(messages, temperature, top_p, len(missing), max_tokens, json_sent, seeds, got)
+            fresh = self._generate(messages, temperature, top_p, len(missing), max_tokens, json_sent, seeds, got,
+                                   json_keys)
             for i, s in zip(missing, fresh):
                 samples[i] = s
             if self.cache is not None:
@@ -931,15 +1070,19 @@ class LLM:
             texts = [json.dumps(obj, ensure_ascii=False) if (obj := extract_json(t)) is not None else t for t in texts]
         return texts
 
-    def _keys(self, messages, temperature, top_p, max_tokens, json_mode, n, seed=None, first_index=0) -> list[str]:
+    def _keys(self, messages, temperature, top_p, max_tokens, json_mode, n, seed=None, first_index=0,
+              json_keys=()) -> list[str]:
         base = {"backend": self.backend, "endpoint": self.endpoint, "model": self.model, "messages": messages,
                 "temperature": float(temperature), "top_p": float(top_p), "max_tokens": max_tokens,
                 "json_mode": bool(json_mode)}
+        if json_mode and (self.local or self.json_schema):  # the keys shape the reply only here
+            base["json_keys"] = list(json_keys)
         if seed:  # seed 0 or None: the default sample stream, shared by every run that sets no other seed
             base["seed"] = int(seed)
         return [ResponseCache.make_key({**base, "i": i}) for i in range(first_index, first_index + n)]
 
-    def _generate(self, messages, temperature, top_p, n, max_tokens, json_mode, seeds=None, got=None) -> list[_Sample]:
+    def _generate(self, messages, temperature, top_p, n, max_tokens, json_mode, seeds=None, got=None,
+                  json_keys=()) -> list[_Sample]:
         """n samples; `seeds` holds one per sample (a request for several is sent the first's), and
         `got` collects every sample returned as it arrives (they are paid for even if a later request fails)."""
         if self.local:
@@ -947,12 +1090,13 @@ class LLM:
                 self._local = _local_model(self._local_path)
                 self._local.max_batch = self._local_batch_size
             with self._sem:
-                return self._local.generate(messages, temperature, top_p, n, max_tokens)
+                return self._local.generate(messages, temperature, top_p, n, max_tokens,
+                                            json_keys if json_mode else None)
         seeds = seeds or [sample_seed(0, i) for i in range(n)]
         got = [] if got is None else got
         with self._flags_lock:
             ask_n = n if self._n_ok else 1
-        samples = self._request(messages, temperature, top_p, ask_n, max_tokens, json_mode, seeds[0])
+        samples = self._request(messages, temperature, top_p, ask_n, max_tokens, json_mode, seeds[0], json_keys)
         got += samples
         if ask_n > 1 and len(samples) >= ask_n:
             with self._flags_lock:
@@ -964,8 +1108,8 @@ class LLM:
             # The rest, one request per sample with its own seed, concurrently (each waits for a slot).
             rest = seeds[len(samples):n]
             with ThreadPoolExecutor(max_workers=min(len(rest), self.max_concurrency)) as pool:
-                futures = [pool.submit(self._request, messages, temperature, top_p, 1, max_tokens, json_mode, s)
-                           for s in rest]
+                futures = [pool.submit(self._request, messages, temperature, top_p, 1, max_tokens, json_mode, s,
+                                       json_keys) for s in rest]
                 failure = None
                 for f in futures:  # wait for all: every returned sample is counted before an error is raised
                     try:
@@ -986,7 +1130,8 @@ class LLM:
             text = text.replace(s, "***")
         return text
 
-    def _request(self, messages, temperature, top_p, n, max_tokens, json_mode, seed=None) -> list[_Sample]:
+    def _request(self, messages, temperature, top_p, n, max_tokens, json_mode, seed=None,
+                 json_keys=()) -> list[_Sample]:
         """One HTTP request (the client retries it); BadRequestError when the server rejects the request
         itself, LLMError when it fails for good, _JSONModeRejected when it rejects response_format."""
         import openai
@@ -997,7 +1142,7 @@ class LLM:
         if seed is not None and (self.endpoint, self.model) not in _NO_SEED:
             kwargs["seed"] = seed
         if json_mode:
-            kwargs["response_format"] = {"type": "json_object"}
+            kwargs["response_format"] = _response_format(json_keys if self.json_schema else ())
         where = f"{self.model} at {self.endpoint}"
         try:
             with self._slots.hold(self.max_concurrency):
@@ -1020,7 +1165,7 @@ class LLM:
                         else:
                             self._n_ok = False
                     return self._request(messages, temperature, top_p, 1 if param == "n" else n, max_tokens,
-                                         json_mode, seed)
+                                         json_mode, seed, json_keys)
                 raise BadRequestError(f"{where} rejected the request (HTTP {e.status_code}): {message}") from None
             raise LLMError(f"{where} failed with HTTP {e.status_code} after {self.max_retries} retries: "
                            f"{message}") from None
@@ -1044,6 +1189,16 @@ class LLM:
             content = message.get("content") if isinstance(message, dict) else None
             samples.append(_Sample(content if isinstance(content, str) else "", prompt_tokens if j == 0 else 0, share))
         return samples
+
+
+def _response_format(json_keys) -> dict:
+    """JSON mode for an endpoint: a strict schema of string-valued keys (vLLM, llama.cpp, SGLang and recent
+    OpenAI models constrain decoding to it), or plain json_object when no keys are named."""
+    if not json_keys:
+        return {"type": "json_object"}
+    schema = {"type": "object", "properties": {k: {"type": "string"} for k in json_keys},
+              "required": list(json_keys), "additionalProperties": False}
+    return {"type": "json_schema", "json_schema": {"name": "reply", "strict": True, "schema": schema}}
 
 
 def _folder_fingerprint(path: Path) -> str:
@@ -1089,12 +1244,13 @@ class Agent:
         """A new Agent on the same LLM, cache and ledger, with its own `usage` (one per workflow sample)."""
         return Agent(self.llm, code_timeout_s=self.code_timeout_s, public_tests=public_tests, seed=self.seed)
 
-    def _chat(self, messages, temperature, n, max_tokens, json_mode, tag) -> list[str]:
+    def _chat(self, messages, temperature, n, max_tokens, json_mode, tag, json_keys=()) -> list[str]:
         n, max_tokens, clamped = self.llm._limits(n, max_tokens)  # number the samples actually drawn
         return self.llm._chat(messages, temperature=temperature, n=n, max_tokens=max_tokens, json_mode=json_mode,
                               seed=self.seed, first_index=self._first_index(messages, temperature, n, max_tokens,
                                                                             json_mode),
-                              tag=tag, on_record=self._add_usage, clamped=clamped)
+                              tag=tag, on_record=self._add_usage, clamped=clamped,
+                              json_keys=json_keys)
 
     def call_llm(self, messages, temperature=0.5, num_of_response=1, agent_role="task solver", instructions="",
                  max_tokens=None, *, model=None, max_completion_tokens=None, response_format="text",
@@ -1117,11 +1273,11 @@ class Agent:
         """`num_of_response` dicts; a key the model left out maps to "NO {key} IN DICTIONARY" (paper
         behaviour), and a reply with no JSON object at all becomes {"JSONDecodeError": text} plus those."""
         messages = validate_messages(messages)
-        keys = list(return_dict_keys)
+        keys = [return_dict_keys] if isinstance(return_dict_keys, str) else [str(k) for k in return_dict_keys]
         system = f"You are a helpful {agent_role}.\nReply in JSON format, ONLY using the keys {keys}.\n{instructions}"
         messages = [{"role": "system", "content": system.strip()}, *messages]
         texts = self._chat(messages, temperature, num_of_response, max_tokens or max_completion_tokens, True,
-                           "call_json_format_llm")
+                           "call_json_format_llm", json_keys=keys)
         dicts = [_parse_reply(t) for t in texts]
         for d in dicts:
             for k in keys:

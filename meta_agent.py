@@ -570,6 +570,8 @@ class Args:
     temperature: float = field(default=0.5, metadata={"help": "meta-agent sampling temperature"})
     max_new_tokens: int = field(default=4096, metadata={"help": "meta-agent max new tokens per action"})
     executor_max_tokens: int = field(default=4096, metadata={"help": "executor max tokens per call"})
+    executor_json_schema: bool = field(default=False, metadata={"help": "JSON mode on an endpoint: send the "
+                                       "requested keys as a json_schema (vLLM, llama.cpp, SGLang) instead of json_object"})
     history_window: int = field(default=0, metadata={"help": "advanced workflows kept in the state (0: all)"})
     state_max_tokens: int = field(default=DEFAULT_STATE_MAX_TOKENS,
                                   metadata={"help": "token budget of the state: the oldest advanced workflows leave it first"})
@@ -599,7 +601,8 @@ def main() -> None:
     executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
     meta_ledger = Ledger(out / "meta_calls.jsonl")
     executor = LLM(args.executor_model, args.executor_base_url, cache=cache, ledger=executor_ledger,
-                   max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens)
+                   max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens,
+                   json_schema=args.executor_json_schema)
     policy = Policy(LLM(args.meta_model, args.meta_base_url, cache=cache, ledger=meta_ledger),
                     temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     env = WorkflowEnv(description=bench.description, kind=bench.kind, valid_examples=valid, score=bench.score,
