@@ -32,6 +32,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -492,11 +493,11 @@ def read_jsonl(path: Path, *, cut_torn_tail: bool = True) -> list[dict]:
             records.append(json.loads(line))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             if number == len(lines) and not line.endswith(b"\n"):
-                print(f"warning: {path}:{number} is a torn last line (a killed write); "
-                      f"{'cut' if cut_torn_tail else 'skipped'}", file=sys.stderr)
+                warnings.warn(f"{path}:{number}: torn last line (a killed write), "
+                              f"{'cut' if cut_torn_tail else 'skipped'}", stacklevel=2)
                 break
-            raise ValueError(f"{path}:{number} is not a JSON record ({e.msg}); the file is left as it is. "
-                             f"Fix or remove that line, then rerun.") from None
+            raise ValueError(f"{path}:{number}: not a JSON line ({getattr(e, 'msg', e)}); the file is left as it "
+                             f"is. Fix or remove that line, then rerun.") from None
         good_bytes += len(line)
     if cut_torn_tail and good_bytes < path.stat().st_size:
         with open(path, "r+b") as f:

@@ -111,8 +111,9 @@ def test_default_endpoint_json_mode_stays_json_object(tmp_path):
 
 def test_json_schema_rejected_falls_back_to_extraction():
     def responder(body):
-        if "response_format" in body:
-            return Reply(status=400)
+        if "response_format" in body:  # only a rejection that names response_format turns it off
+            return Reply(raw_body=json.dumps({"error": {"message": "response_format json_schema is not supported",
+                                                        "param": "response_format"}}), status=400)
         return Reply(['Sure: {"answer": "5"}'])
     with LocalServer(responder) as srv:
         agent = Agent(LLM("gpt-4o-mini", srv.base_url, "test-key", max_retries=0, json_schema=True))

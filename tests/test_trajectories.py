@@ -139,7 +139,7 @@ def test_garbage_line_in_the_middle_stops_with_file_and_line(tmp_path):
     p.write_text('{"a": 1}\n\n{"a": 2}\n{"a": ')
     assert meta_agent.read_jsonl(p, cut_torn_tail=False) == [{"a": 1}, {"a": 2}]
     assert p.read_text().endswith('{"a": ')  # a reader leaves the file alone
-    assert meta_agent.read_jsonl(p) == [{"a": 1}, {"a": 2}] and p.read_text() == '{"a": 1}\n{"a": 2}\n'
+    assert meta_agent.read_jsonl(p) == [{"a": 1}, {"a": 2}] and p.read_text() == '{"a": 1}\n\n{"a": 2}\n'
 
 
 def test_meta_agent_cli_refuses_a_changed_config_and_keeps_the_trajectory(tmp_path, data_dir):
