@@ -32,7 +32,7 @@ TRAIN_EXECUTOR   ?= gpt-3.5-turbo
 EVAL_EXECUTORS   ?= gpt-4o-mini
 TRAIN_BENCHMARKS ?= mgsm gsm_plus
 EVAL_BENCHMARKS  ?= drop mgsm mmlu_pro gpqa math gsm8k gsm_hard gsm_plus svamp humaneval mbpp
-COLLECT_FLAGS    ?= --num-episodes 4 --num-turns 10 --num-candidates 5 --budget-usd 100
+COLLECT_FLAGS    ?= --num-episodes 4 --num-turns 10 --num-candidates 5 --budget-usd 150
 TRAIN_FLAGS      ?= --num-epochs 3 --max-len 8192
 EVAL_FLAGS       ?= --iterations 30 --seeds 0 1 2 --budget-usd 300
 else ifneq ($(filter $(SCALE),cpu tiny),)
