@@ -43,8 +43,6 @@ TRAIN_EXECUTOR   ?= embedded
 EVAL_EXECUTORS   ?= embedded
 TRAIN_BENCHMARKS ?= mmlu_pro
 EVAL_BENCHMARKS  ?= mmlu_pro
-# one evaluation job at a time: side by side, the jobs queue on one in-process model and hit the sample timeout
-EVAL_JOBS        := --max-parallel-jobs 1
 TRAIN_FLAGS      ?= --num-epochs 1 --max-steps $(if $(filter tiny,$(SCALE)),1,2) --max-len 4096 --dtype float32 \
                     --allow-no-samples
 ifeq ($(SCALE),cpu)
@@ -93,7 +91,7 @@ COLLECT_ARGS = --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(TRAIN_BENCHMAR
 	--executor-model $(TRAIN_EXECUTOR) $(COLLECT_FLAGS)
 EVAL_ARGS = --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(EVAL_BENCHMARKS) \
 	--meta-model checkpoints/$(RUN) $(if $(EVAL_META_BASE_URL),--meta-base-url $(EVAL_META_BASE_URL)) \
-	--executor-models $(EVAL_EXECUTORS) --train-benchmarks $(TRAIN_BENCHMARKS) $(EVAL_JOBS) $(EVAL_FLAGS)
+	--executor-models $(EVAL_EXECUTORS) --train-benchmarks $(TRAIN_BENCHMARKS) $(EVAL_FLAGS)
 
 collect: $(STAMP)
 	$(PY) $(ROOT)collect.py $(COLLECT_ARGS)

@@ -456,6 +456,15 @@ def job_llm(llm: LLM, ledger: Ledger, cap: "_Slot | None" = None) -> LLM:
     return view
 
 
+def parallel_jobs(args: Args) -> int:
+    """Jobs side by side: up to --max-parallel-jobs against endpoints, but one at a time when an executor
+    runs in this process. Its jobs would all queue on one model, and each sample's wall time, which the
+    sample timeout bounds, would grow with their number (measured: 7 of 8 LLM-Debate samples timed out)."""
+    if any(is_local_model(m, args.executor_base_url) for m in args.executor_models):
+        return 1
+    return args.max_parallel_jobs
+
+
 def job_order(jobs: list[tuple]) -> list[tuple]:
     """Longest first (W4S, then best_seed, then the costlier baselines), so the last jobs to finish are short."""
     rank = {m: i for i, m in enumerate(("w4s", "best_seed", "llm_debate", "self_refine", "cot_sc", "cot", "vanilla"))}
@@ -578,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     meta: list[LLM] = []
     test_sets: dict[str, list[dict]] = {}
     build_lock, write_lock = threading.Lock(), threading.Lock()
-    concurrent = args.max_parallel_jobs > 1
+    max_parallel = parallel_jobs(args)
+    concurrent = max_parallel > 1
 
     def executor_for(model: str) -> LLM:
         with build_lock:
@@ -691,9 +701,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(b, e, s, m) for b in args.benchmarks for e in args.executor_models for s in args.seeds
             for m in METHODS if m in args.methods]
     todo = job_order([j for j in jobs if (j[0], j[1], j[3], j[2]) not in done])
-    print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} skipped (done); up to {args.max_parallel_jobs} at once "
-          f"under one cap of {args.max_concurrency} executor requests in flight")
-    status = run_jobs(todo, run_one, max_parallel=args.max_parallel_jobs, progress=args.progress)
+    print(f"{len(jobs)} jobs, {len(jobs) - len(todo)} skipped (done); " + (
+        f"up to {max_parallel} at once under one cap of {args.max_concurrency} executor requests in flight"
+        if concurrent else "one at a time" + (" (an executor runs in this process)" if args.max_parallel_jobs > 1 else "")))
+    status = run_jobs(todo, run_one, max_parallel=max_parallel, progress=args.progress)
     if status == 130:
         write_lock.acquire()  # no line is half-written when the process exits (the others wait forever)
 

@@ -249,3 +249,16 @@ def test_ctrl_c_keeps_finished_lines_and_exits(tmp_path, data_dir, gold):
     assert proc.returncode == 130, stdout
     assert "interrupted" in stdout and len(results.read_text().splitlines()) == 1
     assert "| Vanilla |" in (tmp_path / "results" / "c" / "table.md").read_text()
+
+
+def test_jobs_on_an_in_process_executor_run_one_at_a_time(tmp_path):
+    """Side by side, jobs on an in-process model all queue on it and their samples hit the sample timeout;
+    against an endpoint they run side by side under the request cap."""
+    import evaluate
+    from executor import parse_args
+    local = parse_args(evaluate.Args, ["--executor-models", "embedded", "--max-parallel-jobs", "16"])
+    mixed = parse_args(evaluate.Args, ["--executor-models", "gpt-4o-mini", str(tmp_path)])
+    (tmp_path / "config.json").write_text("{}")  # a local Hugging Face folder
+    remote = parse_args(evaluate.Args, ["--executor-models", "gpt-4o-mini", "--max-parallel-jobs", "5"])
+    served = parse_args(evaluate.Args, ["--executor-models", str(tmp_path), "--executor-base-url", "http://x/v1"])
+    assert [evaluate.parallel_jobs(a) for a in (local, mixed, remote, served)] == [1, 1, 5, 16]
