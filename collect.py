@@ -47,7 +47,7 @@ from benchmarks import load_benchmark
 from benchmarks.overlap import overlap_report
 from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, parse_args
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, WorkflowEnv, check_run_config, load_benchmarks,
-                        open_cache, public_config, read_jsonl_or_exit, run_episode)
+                        exit_now, open_cache, public_config, read_jsonl_or_exit, run_episode)
 
 
 @dataclass
@@ -223,6 +223,8 @@ def main() -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     print(f"trajectories: {traj_path}")
+    if status == 130:
+        exit_now(status)
     sys.exit(status)
 
 

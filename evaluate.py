@@ -78,7 +78,7 @@ from benchmarks.overlap import overlap_counts
 from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, cost_usd as list_price,
                       is_local_model, parse_args)
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, Scored, WorkflowEnv, check_run_config, load_benchmarks,
-                        open_cache, public_config, read_jsonl, read_jsonl_or_exit, record_usage, run_episode,
+                        exit_now, open_cache, public_config, read_jsonl, read_jsonl_or_exit, record_usage, run_episode,
                         score_workflow as score_on)
 
 BASELINES = ("vanilla", "cot", "cot_sc", "self_refine", "llm_debate")
@@ -720,8 +720,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     code = main()
     if code == 130:
-        # After Ctrl-C, workflow threads still in flight would keep the interpreter alive until they finish.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        exit_now(code)
     sys.exit(code)

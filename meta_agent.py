@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import random
 import re
 import sys
@@ -418,8 +419,11 @@ def run_turn(env: WorkflowEnv, policy: Policy, *, turn: int, num_candidates: int
         repair = lambda msgs: sample(msgs, 1, derive_seed(env.seed, env.episode, turn, i, next(repair_seeds)))[0]
         return env.evaluate(actions[i], repair, turn, i)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(max_parallel_candidates, num_candidates))) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_parallel_candidates, num_candidates)))
+    try:
         candidates = list(pool.map(evaluate, range(len(actions))))
+    finally:  # on Ctrl-C, do not wait for candidates still scoring (the stage exits with exit_now)
+        pool.shutdown(wait=False, cancel_futures=True)
     best = env.reward_and_advance(candidates, turn)
     meta_usage = {k: getattr(usage, k) for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd")}
     return state, candidates, best, meta_usage
@@ -503,6 +507,15 @@ def read_jsonl(path: Path, *, cut_torn_tail: bool = True) -> list[dict]:
         with open(path, "r+b") as f:
             f.truncate(good_bytes)
     return records
+
+
+def exit_now(status: int) -> None:
+    """Exit with `status` at once. After Ctrl-C, threads still waiting on a model call (a candidate being
+    scored, a job's samples) would otherwise keep the interpreter alive until their calls end. Everything
+    recorded is already flushed: trajectory and results lines are written whole as they finish."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def read_jsonl_or_exit(path: Path) -> list[dict]:
@@ -628,10 +641,11 @@ def main() -> None:
                              record_fields={"run": out.name, "benchmark": bench.name, "meta_model": args.meta_model,
                                             "executor_model": args.executor_model}, done=done, on_record=save)
     except (BudgetExceeded, LLMError, KeyboardInterrupt) as e:
-        sys.exit(f"stopped: {type(e).__name__}: {e}. Finished turns are kept in {traj_path}; "
-                 f"rerun the same command to resume.")
-    finally:
         log.close()
+        print(f"stopped: {type(e).__name__}: {e}. Finished turns are kept in {traj_path}; "
+              f"rerun the same command to resume.", file=sys.stderr)
+        exit_now(3 if isinstance(e, BudgetExceeded) else 4 if isinstance(e, LLMError) else 130)  # as the stages
+    log.close()
     (out / "best_workflow.py").write_text(f"# {result.best_name}: valid_acc={result.best_acc:.4f}\n{result.best_code}")
     ex, meta = executor_ledger.summary(), meta_ledger.summary()
     print(f"best: {result.best_name} | valid_acc {result.best_acc:.4f} | executor ${ex['cost_usd']:.4f} "

@@ -4,8 +4,10 @@
    agent.call_llm calls, all samples at once (128 threads, max_concurrency 128): the floor is 3 x L = 0.6 s.
 2. The same run again on the warm cache: wall time, and requests the server saw (must be 0).
 3. The embedded SmolLM2 model: 16 concurrent calls one at a time vs micro-batched.
+4. The embedded model, n samples of one long prompt (a meta-agent state): the prompt's KV cache computed
+   once and shared by the n rows (what _LocalModel does) vs generate() over n copies of the prompt.
 
-    .venv/bin/python bench/bench_executor.py [--skip-local]
+    .venv/bin/python bench/bench_executor.py [--skip-local] [--only-prefill]
 
 The server runs in its own process so that its Python work does not share our GIL, as a real endpoint.
 """
@@ -100,7 +102,34 @@ def bench_local(num_calls: int = 16, max_tokens: int = 24) -> None:
           f"speedup {timings[1] / timings[16]:.1f}x")
 
 
+def bench_prefill(prompt_tokens: int = 3500, n: int = 2, max_tokens: int = 64) -> None:
+    import torch
+    local = ex._local_model(ex.embedded_model_dir())
+    words = " ".join(f"word{i}" for i in range(prompt_tokens))
+    ids = local.tokenizer(words, add_special_tokens=False)["input_ids"][:prompt_tokens]
+    messages = [{"role": "user", "content": local.tokenizer.decode(ids)}]
+    request = ex._LocalRequest(messages, (0.0, 1.0, max_tokens), n)
+    t0 = time.perf_counter()
+    shared = local._generate_batch([request], 0.0, 1.0, max_tokens)[0]
+    t_shared = time.perf_counter() - t0
+    prompt = local.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                 return_dict=True)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = local.model.generate(input_ids=prompt["input_ids"].repeat(n, 1), max_new_tokens=max_tokens,
+                                   do_sample=False, pad_token_id=local.pad_id, eos_token_id=local.eos_ids)
+    t_plain = time.perf_counter() - t0
+    plain = local.tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    print(f"embedded model: n={n} greedy samples of a {prompt['input_ids'].shape[1]}-token prompt, max_tokens "
+          f"{max_tokens}, torch threads {torch.get_num_threads()}")
+    print(f"  prompt pass shared: {t_shared:.1f} s | plain generate over {n} copies: {t_plain:.1f} s | "
+          f"speedup {t_plain / t_shared:.2f}x | same text: {shared[0].content == plain}")
+
+
 if __name__ == "__main__":
-    bench_endpoint()
+    if "--only-prefill" not in sys.argv:
+        bench_endpoint()
     if "--skip-local" not in sys.argv:
-        bench_local()
+        if "--only-prefill" not in sys.argv:
+            bench_local()
+        bench_prefill()

@@ -126,3 +126,30 @@ def test_changed_config_refuses_to_resume(golds, data_dir, tmp_path):
         second = subprocess.run(collect_cmd(ex, meta, data_dir, "--num-turns", "1", "--temperature", "0.9"),
                                 cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert second.returncode != 0 and "refusing to resume" in second.stderr and "--temperature" in second.stderr
+
+
+def test_ctrl_c_while_candidates_are_scored_stops_at_once(golds, data_dir, tmp_path):
+    """Ctrl-C while worker threads wait on a hanging executor: the stage says so, keeps what is recorded,
+    writes its summary and exits 130 then, without waiting for the threads' calls (nor the sample timeout)."""
+    def executor(body):
+        text = json.dumps(body["messages"])
+        task = next(t for t in golds if json.dumps(t)[1:-1] in text)
+        hang = "oracle" in text  # the candidates' calls; the seed workflows' pass at reset answers at once
+        return Reply([json.dumps({"reasoning": "r", "answer": golds[task]})] * body.get("n", 1),
+                     delay_s=600.0 if hang else 0.0)
+
+    def meta(body):
+        return Reply([oracle_workflow("MARK-T0", "oracle")] * body.get("n", 1))
+    ex, meta = LocalServer(executor), LocalServer(meta)
+    with ex, meta:
+        proc = subprocess.Popen(collect_cmd(ex, meta, data_dir, "--sample-timeout-s", "500"), cwd=tmp_path,
+                                env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 120
+        while not any("oracle" in json.dumps(r["messages"]) for r in list(ex.requests)):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() < deadline, "no candidate was ever scored"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)  # the old code waited for the hanging calls (600 s)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out and (tmp_path / "runs/t/summary.json").exists()
