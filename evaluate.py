@@ -167,10 +167,12 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
 
-def score_workflow(code: str, examples: list[dict], bench, agent: Agent, args: Args) -> Scored:
-    """meta_agent.score_workflow with this run's limits: the one scoring path of W4S and evaluation."""
+def score_workflow(code: str, examples: list[dict], bench, agent: Agent, args: Args,
+                   samples: "int | SampleShare | None" = None) -> Scored:
+    """meta_agent.score_workflow with this run's limits: the one scoring path of W4S and evaluation.
+    `samples`: how many run at once (default --max-concurrency)."""
     return score_on(code, examples, bench.score, agent, sample_timeout_s=args.sample_timeout_s,
-                    max_concurrency=args.max_concurrency)
+                    max_concurrency=samples or args.max_concurrency)
 
 
 def bootstrap_ci(scores: np.ndarray, num_resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
@@ -423,6 +425,34 @@ class _Slot:
             self.cap.release()
 
 
+class SampleShare:
+    """How many samples one job's workflow runs at once: an equal share of twice the request cap among the
+    jobs running now (read as an int at the start of each run).
+
+    A sample's timeout is wall time, and that includes the time its calls wait for a request slot. With
+    16 jobs of 32 samples each (512 samples) against 32 slots, each call would wait about 15 latencies, and
+    a sample of 5 calls at 4 s would pass the 300 s timeout and score 0: the table would be the queue's, not
+    the workflows'. With about 2 samples per slot a call waits about one latency, while the jobs keep the
+    same share of the cap (the cap, not the samples in flight, bounds their throughput)."""
+
+    def __init__(self, cap: int):
+        self.cap, self.running = cap, 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def job(self):
+        with self._lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def __int__(self) -> int:
+        return max(1, min(self.cap, -(-2 * self.cap // max(1, self.running))))
+
+
 class JobLedger(Ledger):
     """One job's own totals (its results line), while every call still goes to the run's ledger (the
     audit log and the budget): with jobs running side by side, differences of the run's ledger would
@@ -583,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
     meta_ledger = Ledger(out / "meta_calls.jsonl", budget_usd=args.budget_usd)
     cap = RequestCap(args.max_concurrency)  # one cap on executor requests for every job and executor model
+    share = SampleShare(args.max_concurrency)  # ... and the samples each job runs at once
     executors: dict[str, LLM] = {}
     meta: list[LLM] = []
     test_sets: dict[str, list[dict]] = {}
@@ -623,6 +654,10 @@ def main(argv: list[str] | None = None) -> int:
         meta_ledger.budget_usd = args.budget_usd - exec_spent
 
     def run_one(job: tuple) -> None:
+        with share.job():
+            score_job(job)
+
+    def score_job(job: tuple) -> None:
         """One (benchmark, executor, seed, method): its workflow(s) scored, one results.jsonl line."""
         name, model, seed, method = job
         check_budget()
@@ -637,7 +672,8 @@ def main(argv: list[str] | None = None) -> int:
             code, header = prompts.baseline_workflows(bench.kind)[method], f"baseline {method}"
         elif method == "best_seed":
             valid = bench.examples("valid")[: args.limit_valid or None]
-            seed_acc = {n: score_workflow(c, valid, bench, agent, args).accuracy for n, c in prompts.seed_workflows(bench.kind)}
+            seed_acc = {n: score_workflow(c, valid, bench, agent, args, share).accuracy
+                        for n, c in prompts.seed_workflows(bench.kind)}
             chosen = max(seed_acc, key=seed_acc.get)  # first on ties (dicts keep order)
             code = dict(prompts.seed_workflows(bench.kind))[chosen]
             header = f"best seed {chosen!r}: valid_acc={seed_acc[chosen]:.4f}"
@@ -649,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
                               history_window=args.history_window, state_max_tokens=args.state_max_tokens,
                               max_repairs=args.max_repairs,
                               sample_timeout_s=args.sample_timeout_s,
-                              max_concurrency=args.max_concurrency, progress=args.progress and not concurrent)
+                              max_concurrency=share, progress=args.progress and not concurrent)
             policy = Policy(job_llm(meta_llm(), meta_jobs), temperature=args.temperature,
                             max_new_tokens=args.max_new_tokens)
             traj_path = out / "trajectories" / f"{name}__{slug(model)}__seed{seed}.jsonl"
@@ -671,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
                      "seed_valid": {e.name: e.valid_acc for e in env.seeds},
                      "seed_valid_best": max(e.valid_acc for e in env.seeds), "turn_valid_acc": turn_accs,
                      "trajectory": str(traj_path.relative_to(out))}
-        s = score_workflow(code, test_split(bench), bench, agent, args)
+        s = score_workflow(code, test_split(bench), bench, agent, args, share)
         mean, lo, hi = bootstrap_ci(np.array([s.scores]), args.num_bootstrap)
         spent = usage_since(exec_jobs, EMPTY_USAGE, model, extra=replayed)
         meta_spent = usage_since(meta_jobs, EMPTY_USAGE, args.meta_model,

@@ -38,7 +38,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, SupportsInt
 
 from tqdm import tqdm
 
@@ -195,17 +195,20 @@ def score_workflow(code: str, examples: list[dict], score: Callable[[Any, dict],
                    sample_timeout_s: float = 300.0, max_concurrency: int = 32) -> Scored:
     """Run `code` on `examples` in the sandbox (it sees only solver_inputs) and score every sample.
 
-    A spent budget (BudgetExceeded) or a dead endpoint (LLMError: every executor call of the run failed for
-    an endpoint reason) is raised, never turned into a score; a sample that failed scores 0."""
+    A spent budget (BudgetExceeded) or an endpoint failure (LLMError: any executor call of the run failed
+    for an endpoint reason, after the client's retries) is raised, never turned into a score: rerun, and
+    the cache answers the calls already made. A sample that failed for its own reasons scores 0 (a bad
+    request, the caller's fault, is one of them)."""
     t0 = time.time()
     run = sandbox.run_workflow(code, [solver_inputs(e) for e in examples], agent,
                                sample_timeout_s=sample_timeout_s, max_concurrency=max_concurrency)
     if agent.llm.ledger is not None:
         agent.llm.ledger.check_budget()
-    calls = sum(s.calls for s in run.samples)
-    if calls and sum(s.failed_calls for s in run.samples) == calls:
-        first = next((s.error for s in run.samples if s.error), "")
-        raise LLMError(f"every executor call of this workflow run failed (endpoint down?); {first[-300:]}")
+    calls, failed = sum(s.calls for s in run.samples), sum(s.failed_calls for s in run.samples)
+    if failed:
+        first = next((s.error for s in run.samples if s.failed_calls and s.error), "")
+        raise LLMError(f"{failed} of {calls} executor calls of this workflow run failed for an endpoint reason "
+                       f"(5xx/429 after retries, timeout, connection); no score is recorded. {first[-300:]}")
     scores = [0.0 if s.error is not None else float(score(s.answer, e)) for s, e in zip(run.samples, examples)]
     failures = Counter(_sample_reason(s, run) for s in run.samples if s.error is not None)
     return Scored(accuracy=sum(scores) / len(scores) if scores else 0.0, scores=scores, calls=calls,
@@ -238,7 +241,9 @@ class WorkflowEnv:
                  score: Callable[[Any, dict], float], agent: Agent, seed: int = 0, episode: int = 0,
                  history_window: int = 0, state_max_tokens: int = DEFAULT_STATE_MAX_TOKENS,
                  num_failure_cases: int = 3, low_acc_penalty: bool = False, max_repairs: int = 3,
-                 sample_timeout_s: float = 300.0, max_concurrency: int = 32, progress: bool = True):
+                 sample_timeout_s: float = 300.0, max_concurrency: "int | SupportsInt" = 32, progress: bool = True):
+        """max_concurrency: samples run at once, read as int() at each run (evaluate passes a share that
+        follows how many jobs run side by side)."""
         if not valid_examples:
             raise ValueError("WorkflowEnv needs at least one validation example")
         self.description, self.kind, self.score = description, kind, score

@@ -262,3 +262,18 @@ def test_jobs_on_an_in_process_executor_run_one_at_a_time(tmp_path):
     remote = parse_args(evaluate.Args, ["--executor-models", "gpt-4o-mini", "--max-parallel-jobs", "5"])
     served = parse_args(evaluate.Args, ["--executor-models", str(tmp_path), "--executor-base-url", "http://x/v1"])
     assert [evaluate.parallel_jobs(a) for a in (local, mixed, remote, served)] == [1, 1, 5, 16]
+
+
+def test_side_by_side_jobs_share_the_cap_without_timing_out(tmp_path, data_dir, gold):
+    """8 jobs x 5 samples x 5 sequential calls, a cap of 4 requests at 0.25 s each. With every job running
+    4 samples at once (the old code), 32 samples' calls queue ~2 s each and samples pass their 7 s timeout;
+    with samples shared out among the jobs running, each call waits about one latency and none times out."""
+    with LocalServer(executor_responder(gold["table"]), latency_s=0.25) as ex:
+        proc = run_cli(["--run", "q", "--data-dir", str(data_dir), "--benchmarks", "gsm8k", "--methods", "llm_debate",
+                        "--seeds", *map(str, range(8)), "--executor-models", "gpt-4o-mini", "--executor-base-url",
+                        ex.base_url, "--limit-test", str(N_TEST), "--max-concurrency", "4", "--sample-timeout-s", "7",
+                        "--max-parallel-jobs", "8", "--no-progress", "--no-cache"], tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert ex.max_in_flight <= 4
+    rows = [json.loads(line) for line in (tmp_path / "results/q/results.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["failures"] == {} and r["n"] == N_TEST for r in rows), rows

@@ -80,6 +80,24 @@ def test_dead_endpoint_is_never_a_score():
             meta_agent.score_workflow(code, EXAMPLES, score, env.agent)
 
 
+def test_an_endpoint_failure_in_any_sample_is_never_a_score():
+    """One sample's call failing for the endpoint's reason (a 500 after retries) would score that sample 0
+    and the line would stand: the whole run raises instead, and a rerun asks again (the cache keeps the rest)."""
+    def flaky(body):
+        text = json.dumps(body["messages"])
+        if "3 + 4" in text:
+            return Reply(["down"], status=500)
+        return Reply([json.dumps({"reasoning": "r", "answer": "3"})] * body.get("n", 1))
+    with LocalServer(flaky) as srv:
+        env = make_env(srv.base_url)
+        code = prompts.baseline_workflows("math")["cot"]
+        with pytest.raises(LLMError, match="1 of 2 executor calls"):
+            meta_agent.score_workflow(code, EXAMPLES, score, env.agent)
+        bad = 'def solver(agent, task):\n    agent.call_llm([{"role": "user", "content": "x" * 500000}])\n'
+        s = meta_agent.score_workflow(bad, EXAMPLES, score, env.agent)  # the caller's fault stays its own
+    assert s.scores == [0.0, 0.0] and set(s.failures) == {"bad_request"}
+
+
 def test_dead_endpoint_in_single_workflow_mode_exits_nonzero(tmp_path, data_dir):
     wf = tmp_path / "cot.py"
     wf.write_text(prompts.baseline_workflows("math")["cot"])
