@@ -542,7 +542,8 @@ def print_estimate(args: Args) -> int:
         sizes=sizes,
         executor_models=args.executor_models, meta_model=args.meta_model, seeds=args.seeds, methods=args.methods,
         iterations=args.iterations, num_candidates=args.num_candidates, max_concurrency=args.max_concurrency,
-        latency_s=args.latency_s, meta_latency_s=args.meta_latency_s, profile=profile)
+        latency_s=args.latency_s, meta_latency_s=args.meta_latency_s, profile=profile,
+        max_parallel_jobs=args.max_parallel_jobs)
     print(estimate.format_estimate("evaluate", est, profile.get("source", "the call profile")))
     return 0
 
