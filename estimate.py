@@ -34,8 +34,8 @@ one. A benchmark missing from the profile takes the mean of its kind. The search
 many validation examples it selects on (ties and noise on a handful of examples keep it near the cheap
 seeds), so the estimate notes a run whose validation size is far from the profile's.
 
-Hours are the floor of a run bounded by the API: max(paid calls x mean latency / concurrency cap,
-the longest sequential chain), the chain being one W4S search (evaluation: jobs run concurrently) or
+Hours are the floor of a run bounded by the API: max(paid calls x mean latency / concurrency cap, paid
+tokens / the evaluation's --tokens-per-minute when set, the longest sequential chain), the chain being one W4S search (evaluation: jobs run concurrently) or
 all episodes one after another (collection).
 """
 from __future__ import annotations
@@ -149,12 +149,15 @@ def price(model: str, prompt_tokens: float, completion_tokens: float) -> float:
 
 
 def _finish(totals: dict, models: dict[str, str], chain_s: float, latency: dict[str, float], cap: int,
-            notes: list[str]) -> dict:
+            notes: list[str], tokens_per_minute: int = 0) -> dict:
     for key, t in totals.items():
         t["model"] = models[key]
         t["cost_usd"] = price(models[key], t["prompt_tokens"], t["completion_tokens"])
         t["paid_usd"] = price(models[key], t["paid_prompt_tokens"], t["paid_completion_tokens"])
-    api_s = totals.get("executor", {}).get("paid_calls", 0.0) * latency["executor"] / max(cap, 1)
+    ex = totals.get("executor", {})
+    api_s = ex.get("paid_calls", 0.0) * latency["executor"] / max(cap, 1)
+    if tokens_per_minute:  # the tier's token rate may bound the run before its request cap does
+        api_s = max(api_s, (ex.get("paid_prompt_tokens", 0.0) + ex.get("paid_completion_tokens", 0.0)) / tokens_per_minute * 60)
     return {**totals, "hours": max(api_s, chain_s) / 3600, "api_bound_hours": api_s / 3600,
             "chain_hours": chain_s / 3600, "max_concurrency": cap, "latency_s": latency, "notes": notes}
 
@@ -169,7 +172,7 @@ def first_wave(benchmarks, executor_models, seeds, methods, max_parallel_jobs: i
 def estimate_evaluate(*, sizes: dict[str, tuple[int, int]], executor_models: list[str],
                       meta_model: str, seeds: list[int], methods: list[str], iterations: int, num_candidates: int,
                       max_concurrency: int, latency_s: float, meta_latency_s: float, profile: dict,
-                      max_parallel_jobs: int = 16) -> dict:
+                      max_parallel_jobs: int = 16, tokens_per_minute: int = 0) -> dict:
     """sizes: benchmark -> (validation examples, test examples) as the run will use them."""
     totals, chains, table, notes = {}, [0.0], profile["evaluate"], []
     scales = profile.get("evaluate_turns", {})
@@ -201,7 +204,8 @@ def estimate_evaluate(*, sizes: dict[str, tuple[int, int]], executor_models: lis
                     p["meta"][0] * num_candidates * meta_latency_s + _depth(p, latency_s))
                     + p["test"]["w4s"][0] * latency_s)
     models = {"executor": executor_models[0], "meta": meta_model}
-    return _finish(totals, models, max(chains), {"executor": latency_s, "meta": meta_latency_s}, max_concurrency, notes)
+    return _finish(totals, models, max(chains), {"executor": latency_s, "meta": meta_latency_s}, max_concurrency, notes,
+                   tokens_per_minute)
 
 
 def estimate_collect(*, sizes: dict[str, int], executor_model: str, meta_model: str,

@@ -61,7 +61,7 @@ import re
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,6 +122,7 @@ class Args:
     max_concurrency: int = field(default=32, metadata={"help": "concurrent executor requests / samples"})
     max_parallel_candidates: int = field(default=4, metadata={"help": "W4S candidates of a turn evaluated at once"})
     max_parallel_jobs: int = field(default=16, metadata={"help": "jobs (benchmark x executor x seed x method) run side by side under the one request cap"})
+    tokens_per_minute: int = field(default=0, metadata={"help": "executor tokens (prompt + completion) per minute across all jobs, as an API tier limits them (0: no limit)"})
     budget_usd: float | None = field(default=None, metadata={"help": "stop cleanly before executor + meta-agent spend passes this"})
     num_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95%% CI"})
     data_dir: str | None = field(default=None, metadata={"help": "benchmark data ($W4S_DATA_DIR, else ./data)"})
@@ -143,7 +144,7 @@ class Args:
 # Flags that may change between a run and its resume: they do not change what a finished line means.
 RESUMABLE_CHANGES = {"benchmarks", "executor_models", "methods", "seeds", "budget_usd", "max_concurrency",
                      "max_parallel_candidates", "progress", "num_bootstrap", "executor_base_url", "meta_base_url",
-                     "train_benchmarks", "estimate", "latency_s", "meta_latency_s", "call_profile", "max_parallel_jobs"}
+                     "train_benchmarks", "estimate", "latency_s", "meta_latency_s", "call_profile", "max_parallel_jobs", "tokens_per_minute"}
 SINGLE_MODE = {"workflow", "benchmark", "split", "limit", "json"}
 
 
@@ -379,17 +380,41 @@ def write_reports(out: Path, args: Args) -> list[dict]:
 class RequestCap:
     """At most `limit` executor requests in flight across every job; a waiting request with a lower
     priority number goes first (W4S searches: the run's longest sequential chains), FIFO within one.
+    With `tokens_per_minute`, a request also waits while the paid tokens of the last minute (`spend`,
+    fed by every job's ledger) reach it, so a run stays under its API tier instead of living on 429s.
 
     `slot(priority)` stands in for an LLM's endpoint slots (`with llm._slots.hold(cap)` around each
     request), so every job's requests share this one cap and its order."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, tokens_per_minute: int = 0, clock=time.monotonic, sleep=time.sleep):
         self.limit, self.busy = limit, 0
+        self.tokens_per_minute, self._clock, self._sleep = tokens_per_minute, clock, sleep
         self._lock = threading.Lock()
         self._waiting: list = []  # heap of (priority, ticket, event)
         self._tickets = itertools.count()
+        self._spent: deque = deque()  # (time, tokens) of the paid calls of the last minute
+        self._window = 0
+
+    def spend(self, rec) -> None:
+        """A finished call (a ledger record): its tokens count against the minute unless the cache answered."""
+        if self.tokens_per_minute and not rec.cached:
+            with self._lock:
+                self._spent.append((self._clock(), rec.prompt_tokens + rec.completion_tokens))
+                self._window += rec.prompt_tokens + rec.completion_tokens
+
+    def _wait_for_tokens(self) -> None:
+        while self.tokens_per_minute:
+            with self._lock:
+                now = self._clock()
+                while self._spent and self._spent[0][0] <= now - 60:
+                    self._window -= self._spent.popleft()[1]
+                if self._window < self.tokens_per_minute:
+                    return
+                wait = self._spent[0][0] + 60 - now  # when the oldest call of the window leaves it
+            self._sleep(min(max(wait, 0.05), 1.0))
 
     def acquire(self, priority: int) -> None:
+        self._wait_for_tokens()
         with self._lock:
             if self.busy < self.limit and not self._waiting:
                 self.busy += 1
@@ -428,13 +453,15 @@ class JobLedger(Ledger):
     audit log and the budget): with jobs running side by side, differences of the run's ledger would
     mix their calls."""
 
-    def __init__(self, run_ledger: Ledger):
+    def __init__(self, run_ledger: Ledger, on_record: Callable | None = None):
         super().__init__()
-        self.run_ledger = run_ledger
+        self.run_ledger, self.on_record = run_ledger, on_record
 
     def record(self, rec) -> None:
         super().record(rec)
         self.run_ledger.record(rec)
+        if self.on_record is not None:
+            self.on_record(rec)
 
     # The run's budget is the one that counts (a hard one: calls reserve their worst case before sending).
     def check_budget(self) -> None:
@@ -543,7 +570,7 @@ def print_estimate(args: Args) -> int:
         executor_models=args.executor_models, meta_model=args.meta_model, seeds=args.seeds, methods=args.methods,
         iterations=args.iterations, num_candidates=args.num_candidates, max_concurrency=args.max_concurrency,
         latency_s=args.latency_s, meta_latency_s=args.meta_latency_s, profile=profile,
-        max_parallel_jobs=args.max_parallel_jobs)
+        max_parallel_jobs=args.max_parallel_jobs, tokens_per_minute=args.tokens_per_minute)
     print(estimate.format_estimate("evaluate", est, profile.get("source", "the call profile")))
     return 0
 
@@ -574,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = open_cache(args.cache)
     executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
     meta_ledger = Ledger(out / "meta_calls.jsonl", budget_usd=args.budget_usd)
-    cap = RequestCap(args.max_concurrency)  # one cap on executor requests for every job and executor model
+    cap = RequestCap(args.max_concurrency, args.tokens_per_minute)  # one cap on executor requests for every job and executor model
     executors: dict[str, LLM] = {}
     meta: list[LLM] = []
     test_sets: dict[str, list[dict]] = {}
@@ -618,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         name, model, seed, method = job
         check_budget()
         # The job's own ledgers give its line exact figures while other jobs call the same endpoints.
-        exec_jobs, meta_jobs = JobLedger(executor_ledger), JobLedger(meta_ledger)
+        exec_jobs, meta_jobs = JobLedger(executor_ledger, on_record=cap.spend), JobLedger(meta_ledger)
         llm = job_llm(executor_for(model), exec_jobs, cap.slot(0 if method == "w4s" else 1))
         bench, agent = benches[name], Agent(llm, seed=seed)  # seeds draw their own samples
         key = f"{name}__{slug(model)}__{method}__seed{seed}"

@@ -281,7 +281,12 @@ def main(argv=None) -> int:
     limit_valid = math.ceil(a.fraction * 128) if small else 0
     limit_test = math.ceil(a.fraction * 800) if small else 0
     valid_n, test_n = plan_sizes(limit_valid, limit_test, a.data_dir)
-    profile = estimate.load_profile(a.call_profile) if Path(a.call_profile).exists() else None
+    profile = None
+    if Path(a.call_profile).exists():
+        try:
+            profile = estimate.load_profile(a.call_profile)
+        except SystemExit as e:  # an older format: the rehearsal measures a new one, compared with nothing
+            print(f"{e}; no estimate to compare with", flush=True)
     col_est, ev_est = estimates(valid_n, test_n, profile, a.max_concurrency) if profile else (None, None)
     source = f"bench/rehearse.py --fraction {a.fraction} (simulated endpoints, seed {a.seed})"
     cfg = SimConfig(seed=a.seed, time_scale=a.time_scale, fault_429=a.fault_429, fault_500=a.fault_500, slow=a.slow)

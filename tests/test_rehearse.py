@@ -173,6 +173,12 @@ def test_estimate_is_the_plans_arithmetic():
                                         latency_s=2.0, meta_latency_s=10.0, profile=PROFILE, max_parallel_jobs=1)
     assert serial["executor"]["calls"] == est["executor"]["calls"]
     assert serial["executor"]["paid_calls"] == pytest.approx(est["executor"]["paid_calls"] - 2 * 4 * 3)
+    # an API tier's tokens per minute can bound the run before its request cap
+    slow = estimate.estimate_evaluate(sizes={"gsm8k": (4, 10)}, executor_models=["gpt-4o-mini"], meta_model="x",
+                                      seeds=[0, 1], methods=methods, iterations=3, num_candidates=1, max_concurrency=8,
+                                      latency_s=2.0, meta_latency_s=10.0, profile=PROFILE, tokens_per_minute=100)
+    tokens = paid["paid_prompt_tokens"] + paid["paid_completion_tokens"]
+    assert slow["api_bound_hours"] == pytest.approx(tokens / 100 / 60)
     col = estimate.estimate_collect(sizes={"gsm8k": 6}, executor_model="gpt-3.5-turbo", meta_model="x", num_episodes=2,
                                     num_turns=4, num_candidates=5, max_concurrency=8, latency_s=2.0,
                                     meta_latency_s=10.0, profile=PROFILE)
@@ -251,6 +257,31 @@ def test_request_cap_hands_slots_to_the_lowest_priority_number_first():
     for t in threads:
         t.join(timeout=30)
     assert order == [2, 3, 0, 1] and cap.busy == 0
+
+
+def test_request_cap_waits_while_the_last_minutes_paid_tokens_reach_the_limit():
+    import evaluate
+    from executor import CallRecord
+    now = [0.0]
+    cap = evaluate.RequestCap(4, tokens_per_minute=1000, clock=lambda: now[0],
+                              sleep=lambda s: now.__setitem__(0, now[0] + s))  # a simulated clock
+    rec = lambda tokens, cached=False: CallRecord("m", tokens // 2, tokens - tokens // 2, 0.0, 0.0, cached=cached)
+    cap.acquire(0)
+    cap.spend(rec(600))
+    cap.spend(rec(5000, cached=True))  # the cache answered: no tokens from the tier
+    cap.release()
+    cap.acquire(0)  # 600 < 1000 in the last minute: no wait
+    assert now[0] == 0.0
+    now[0] = 10.0
+    cap.spend(rec(500))  # 1100 in the minute: the next request waits until the first call leaves it
+    cap.release()
+    cap.acquire(0)
+    assert 60.0 <= now[0] < 62.0 and cap.busy == 1
+    cap.release()
+    plain = evaluate.RequestCap(1, clock=lambda: 1 / 0)  # no limit: never reads the clock
+    plain.spend(rec(10**9))
+    plain.acquire(0)
+    assert plain.busy == 1
 
 
 def test_concurrent_evaluate_same_lines_and_resume_after_kill(index, data_dir, tmp_path):
