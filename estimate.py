@@ -122,13 +122,18 @@ def _depth(p: dict, latency_s: float) -> float:
     return (p["search"]["checks"] + 1) * p["search"]["sample"][0] * latency_s
 
 
-def _size_note(stage: str, bench: str, n_valid: int, p: dict) -> str | None:
+def _far_size(n_valid: int, p: dict) -> str | None:
+    """'measured on N, run on M' when the run's validation size is not within 2x of the profile's."""
     measured = p.get("n_valid")
-    if measured and not 0.5 <= n_valid / measured <= 2:
-        return (f"{stage} {bench}: the search's per-sample counts were measured over {measured} validation examples, "
-                f"this run searches over {n_valid}; a search that selects on more examples drifts further to "
-                f"costlier workflows (README, Rehearsal)")
-    return None
+    return f"{measured:g} -> {n_valid}" if measured and not 0.5 <= n_valid / measured <= 2 else None
+
+
+def _size_note(far: dict[str, str]) -> list[str]:
+    if not far:
+        return []
+    return [f"validation examples searched, profile -> this run: "
+            f"{', '.join(f'{b} {sizes}' for b, sizes in far.items())}; the search's per-sample counts drift "
+            f"with it (on more examples, further to costlier workflows; README, Rehearsal)"]
 
 
 def _add(total: dict, key: str, unit: Unit, paid: bool = True) -> None:
@@ -149,7 +154,7 @@ def price(model: str, prompt_tokens: float, completion_tokens: float) -> float:
 
 
 def _finish(totals: dict, models: dict[str, str], chain_s: float, latency: dict[str, float], cap: int,
-            notes: list[str], tokens_per_minute: int = 0) -> dict:
+            far: dict[str, str], tokens_per_minute: int = 0) -> dict:
     for key, t in totals.items():
         t["model"] = models[key]
         t["cost_usd"] = price(models[key], t["prompt_tokens"], t["completion_tokens"])
@@ -159,7 +164,7 @@ def _finish(totals: dict, models: dict[str, str], chain_s: float, latency: dict[
     if tokens_per_minute:  # the tier's token rate may bound the run before its request cap does
         api_s = max(api_s, (ex.get("paid_prompt_tokens", 0.0) + ex.get("paid_completion_tokens", 0.0)) / tokens_per_minute * 60)
     return {**totals, "hours": max(api_s, chain_s) / 3600, "api_bound_hours": api_s / 3600,
-            "chain_hours": chain_s / 3600, "max_concurrency": cap, "latency_s": latency, "notes": notes}
+            "chain_hours": chain_s / 3600, "max_concurrency": cap, "latency_s": latency, "notes": _size_note(far)}
 
 
 def first_wave(benchmarks, executor_models, seeds, methods, max_parallel_jobs: int) -> set[tuple]:
@@ -174,13 +179,13 @@ def estimate_evaluate(*, sizes: dict[str, tuple[int, int]], executor_models: lis
                       max_concurrency: int, latency_s: float, meta_latency_s: float, profile: dict,
                       max_parallel_jobs: int = 16, tokens_per_minute: int = 0) -> dict:
     """sizes: benchmark -> (validation examples, test examples) as the run will use them."""
-    totals, chains, table, notes = {}, [0.0], profile["evaluate"], []
+    totals, chains, table, notes = {}, [0.0], profile["evaluate"], {}
     scales = profile.get("evaluate_turns", {})
     wave = first_wave(list(sizes), executor_models, seeds, methods, max_parallel_jobs)
     for bench, (n_valid, n_test) in sizes.items():
         p = _lookup(table, bench)
-        if "w4s" in methods and (note := _size_note("evaluate", bench, n_valid, p)):
-            notes.append(note)
+        if "w4s" in methods and (far := _far_size(n_valid, p)):
+            notes[bench] = far
         for model in executor_models:
             for seed in seeds:
                 others_run = all(m in methods for m in p["test"] if m != "w4s")
@@ -212,12 +217,12 @@ def estimate_collect(*, sizes: dict[str, int], executor_model: str, meta_model: 
                      num_episodes: int, num_turns: int, num_candidates: int, max_concurrency: int,
                      latency_s: float, meta_latency_s: float, profile: dict) -> dict:
     """sizes: benchmark -> validation examples used. Episodes run one after another."""
-    totals, chain, table, notes = {}, 0.0, profile["collect"], []
+    totals, chain, table, notes = {}, 0.0, profile["collect"], {}
     scales = profile.get("collect_turns", {})
     for bench, n_valid in sizes.items():
         p = _lookup(table, bench)
-        if note := _size_note("collect", bench, n_valid, p):
-            notes.append(note)
+        if far := _far_size(n_valid, p):
+            notes[bench] = far
         for episode in range(num_episodes):
             # every episode re-scores the seeds on the same examples: only the first one pays
             _add(totals, "executor", _scale(p["seeds_valid"], n_valid), paid=episode == 0)

@@ -13,6 +13,14 @@ time against its floor max(paid calls x mean latency / cap, longest chain) (goal
     python bench/rehearse.py --data-dir ../shared/data --fraction 0.05     # a quick look (minutes)
     python bench/rehearse.py --data-dir ../shared/data                     # the full shape
     python bench/rehearse.py ... --write-profile   # also update call_profile.json (used by --estimate)
+    python bench/rehearse.py --data-dir ../shared/data --recheck DIR --call-profile P.json
+                                                   # P's estimate against a finished rehearsal DIR
+
+The profile is measured from the stages' own records (trajectories, audit logs, results lines): per
+benchmark and workflow the calls and tokens per sample, the self-check samples and cache hits of a
+candidate, per-turn drift factors, the validation size (see estimate.py). The search's drift depends
+on how many validation examples it selects on, so a profile from --fraction 0.05 (7 examples) prices a
+full-shape run low; from 0.1 or more it is within ~10-17% (README, Rehearsal).
 
 --fraction f < 1 caps every benchmark at ceil(f x 128) validation and ceil(f x 800) test examples
 (the common split sizes); turns, candidates, episodes and iterations stay at the paper's values.
@@ -286,7 +294,7 @@ def main(argv=None) -> int:
         try:
             profile = estimate.load_profile(a.call_profile)
         except SystemExit as e:  # an older format: the rehearsal measures a new one, compared with nothing
-            print(f"{e}; no estimate to compare with", flush=True)
+            print(f"note: {str(e).removeprefix('error: ')}; no estimate to compare with", flush=True)
     col_est, ev_est = estimates(valid_n, test_n, profile, a.max_concurrency) if profile else (None, None)
     source = f"bench/rehearse.py --fraction {a.fraction} (simulated endpoints, seed {a.seed})"
     cfg = SimConfig(seed=a.seed, time_scale=a.time_scale, fault_429=a.fault_429, fault_500=a.fault_500, slow=a.slow)

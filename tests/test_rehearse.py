@@ -441,5 +441,5 @@ def test_old_profiles_are_refused_and_far_validation_sizes_noted(tmp_path):
         estimate.load_profile(old)
     assert not _collect_estimate(PROFILE, n_valid=6)["notes"]
     note = _collect_estimate(PROFILE, n_valid=128)["notes"]
-    assert len(note) == 1 and "measured over 6 validation examples" in note[0]
+    assert len(note) == 1 and "gsm8k 6 -> 128" in note[0]
     assert "note" in estimate.format_estimate("collect", _collect_estimate(PROFILE, n_valid=128), "t")
