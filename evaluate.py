@@ -30,7 +30,8 @@ Deliberate simplifications and limits:
 1. One W4S episode per (benchmark, executor, seed), m = --num-candidates actions per turn (default 1).
 2. Jobs run side by side (--max-parallel-jobs, W4S searches first: they are the longest chains) under one
    cap of --max-concurrency executor requests in flight, shared by every job and executor model; a
-   waiting W4S request goes before the others. Each job counts its own calls (JobLedger).
+   waiting W4S request goes before the others, and with --tokens-per-minute waits while the last minute's
+   paid executor tokens reach it. Each job counts its own calls (JobLedger).
 3. --seeds vary everything sampled: the meta-agent's actions, the feedback's failure cases and the
    executor's samples (the seed is part of every executor call's cache key), so the CI over seeds covers
    run-to-run variation of baselines and W4S alike. Seed 0 is the default stream, shared with
