@@ -381,8 +381,9 @@ def write_reports(out: Path, args: Args) -> list[dict]:
 class RequestCap:
     """At most `limit` executor requests in flight across every job; a waiting request with a lower
     priority number goes first (W4S searches: the run's longest sequential chains), FIFO within one.
-    With `tokens_per_minute`, a request also waits while the paid tokens of the last minute (`spend`,
-    fed by every job's ledger) reach it, so a run stays under its API tier instead of living on 429s.
+    With `tokens_per_minute`, a request first waits until the paid tokens of the last minute (`spend`, fed
+    by every job's ledger), those of the requests in flight and its own fit under it (a request in flight
+    counts as the mean paid call so far), so a run stays under its API tier instead of living on 429s.
 
     `slot(priority)` stands in for an LLM's endpoint slots (`with llm._slots.hold(cap)` around each
     request), so every job's requests share this one cap and its order."""
@@ -394,28 +395,39 @@ class RequestCap:
         self._waiting: list = []  # heap of (priority, ticket, event)
         self._tickets = itertools.count()
         self._spent: deque = deque()  # (time, tokens) of the paid calls of the last minute
-        self._window = 0
+        self._window = self._reserved = 0.0
+        self._paid = [0, 0]  # paid calls and their tokens, for the mean a request in flight reserves
 
     def spend(self, rec) -> None:
         """A finished call (a ledger record): its tokens count against the minute unless the cache answered."""
         if self.tokens_per_minute and not rec.cached:
+            tokens = rec.prompt_tokens + rec.completion_tokens
             with self._lock:
-                self._spent.append((self._clock(), rec.prompt_tokens + rec.completion_tokens))
-                self._window += rec.prompt_tokens + rec.completion_tokens
+                self._spent.append((self._clock(), tokens))
+                self._window += tokens
+                self._paid = [self._paid[0] + 1, self._paid[1] + tokens]
 
-    def _wait_for_tokens(self) -> None:
+    def take_tokens(self) -> float:
+        """Wait until this request fits in the minute; reserve (and return) its expected tokens."""
         while self.tokens_per_minute:
             with self._lock:
                 now = self._clock()
                 while self._spent and self._spent[0][0] <= now - 60:
                     self._window -= self._spent.popleft()[1]
-                if self._window < self.tokens_per_minute:
-                    return
-                wait = self._spent[0][0] + 60 - now  # when the oldest call of the window leaves it
+                expected = self._paid[1] / self._paid[0] if self._paid[0] else 1000.0
+                # a request alone may pass even if it is larger than the limit: otherwise it would wait forever
+                if self._window + self._reserved + expected <= self.tokens_per_minute or not (self._window or self._reserved):
+                    self._reserved += expected
+                    return expected
+                wait = self._spent[0][0] + 60 - now if self._spent else 0.05  # the oldest call leaves the minute
             self._sleep(min(max(wait, 0.05), 1.0))
+        return 0.0
+
+    def return_tokens(self, reserved: float) -> None:
+        with self._lock:
+            self._reserved = max(0.0, self._reserved - reserved)
 
     def acquire(self, priority: int) -> None:
-        self._wait_for_tokens()
         with self._lock:
             if self.busy < self.limit and not self._waiting:
                 self.busy += 1
@@ -442,11 +454,13 @@ class _Slot:
 
     @contextlib.contextmanager
     def hold(self, _llm_cap: int):
+        reserved = self.cap.take_tokens()
         self.cap.acquire(self.priority)
         try:
             yield
         finally:
             self.cap.release()
+            self.cap.return_tokens(reserved)  # the call's own tokens arrive through spend()
 
 
 class JobLedger(Ledger):

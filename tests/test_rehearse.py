@@ -266,22 +266,21 @@ def test_request_cap_waits_while_the_last_minutes_paid_tokens_reach_the_limit():
     cap = evaluate.RequestCap(4, tokens_per_minute=1000, clock=lambda: now[0],
                               sleep=lambda s: now.__setitem__(0, now[0] + s))  # a simulated clock
     rec = lambda tokens, cached=False: CallRecord("m", tokens // 2, tokens - tokens // 2, 0.0, 0.0, cached=cached)
-    cap.acquire(0)
-    cap.spend(rec(600))
-    cap.spend(rec(5000, cached=True))  # the cache answered: no tokens from the tier
-    cap.release()
-    cap.acquire(0)  # 600 < 1000 in the last minute: no wait
-    assert now[0] == 0.0
-    now[0] = 10.0
-    cap.spend(rec(500))  # 1100 in the minute: the next request waits until the first call leaves it
-    cap.release()
-    cap.acquire(0)
-    assert 60.0 <= now[0] < 62.0 and cap.busy == 1
-    cap.release()
+    with cap.slot(0).hold(4):
+        assert cap._reserved == 1000  # in flight: the first request reserves a default
+        cap.spend(rec(400))
+        cap.spend(rec(5000, cached=True))  # the cache answered: no tokens from the tier
+    with cap.slot(0).hold(4):  # 400 spent + 400 expected (the mean paid call) fit in 1000: no wait
+        assert now[0] == 0.0 and cap._reserved == 400
+        now[0] = 10.0
+        cap.spend(rec(500))
+    with cap.slot(0).hold(4):  # 900 + 450 do not fit until the first call leaves the minute, at 60
+        assert 60.0 <= now[0] < 62.0 and cap.busy == 1
+    assert cap.busy == 0 and cap._reserved == 0
     plain = evaluate.RequestCap(1, clock=lambda: 1 / 0)  # no limit: never reads the clock
     plain.spend(rec(10**9))
-    plain.acquire(0)
-    assert plain.busy == 1
+    with plain.slot(0).hold(1):
+        assert plain.busy == 1
 
 
 def test_concurrent_evaluate_same_lines_and_resume_after_kill(index, data_dir, tmp_path):
