@@ -30,7 +30,8 @@ Deliberate simplifications and limits:
 1. One W4S episode per (benchmark, executor, seed), m = --num-candidates actions per turn (default 1).
 2. Jobs run side by side (--max-parallel-jobs, W4S searches first: they are the longest chains) under one
    cap of --max-concurrency executor requests in flight, shared by every job and executor model; a
-   waiting W4S request goes before the others. Each job counts its own calls (JobLedger).
+   waiting W4S request goes before the others, and with --tokens-per-minute waits while the last minute's
+   paid executor tokens reach it. Each job counts its own calls (JobLedger).
 3. --seeds vary everything sampled: the meta-agent's actions, the feedback's failure cases and the
    executor's samples (the seed is part of every executor call's cache key), so the CI over seeds covers
    run-to-run variation of baselines and W4S alike. Seed 0 is the default stream, shared with
@@ -61,7 +62,7 @@ import re
 import sys
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,6 +123,7 @@ class Args:
     max_concurrency: int = field(default=32, metadata={"help": "concurrent executor requests / samples"})
     max_parallel_candidates: int = field(default=4, metadata={"help": "W4S candidates of a turn evaluated at once"})
     max_parallel_jobs: int = field(default=16, metadata={"help": "jobs (benchmark x executor x seed x method) run side by side under the one request cap"})
+    tokens_per_minute: int = field(default=0, metadata={"help": "executor tokens (prompt + completion) per minute across all jobs, as an API tier limits them (0: no limit)"})
     budget_usd: float | None = field(default=None, metadata={"help": "stop cleanly before executor + meta-agent spend passes this"})
     num_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95%% CI"})
     data_dir: str | None = field(default=None, metadata={"help": "benchmark data ($W4S_DATA_DIR, else ./data)"})
@@ -143,7 +145,7 @@ class Args:
 # Flags that may change between a run and its resume: they do not change what a finished line means.
 RESUMABLE_CHANGES = {"benchmarks", "executor_models", "methods", "seeds", "budget_usd", "max_concurrency",
                      "max_parallel_candidates", "progress", "num_bootstrap", "executor_base_url", "meta_base_url",
-                     "train_benchmarks", "estimate", "latency_s", "meta_latency_s", "call_profile", "max_parallel_jobs"}
+                     "train_benchmarks", "estimate", "latency_s", "meta_latency_s", "call_profile", "max_parallel_jobs", "tokens_per_minute"}
 SINGLE_MODE = {"workflow", "benchmark", "split", "limit", "json"}
 
 
@@ -381,15 +383,51 @@ def write_reports(out: Path, args: Args) -> list[dict]:
 class RequestCap:
     """At most `limit` executor requests in flight across every job; a waiting request with a lower
     priority number goes first (W4S searches: the run's longest sequential chains), FIFO within one.
+    With `tokens_per_minute`, a request first waits until the paid tokens of the last minute (`spend`, fed
+    by every job's ledger), those of the requests in flight and its own fit under it (a request in flight
+    counts as the mean paid call so far), so a run stays under its API tier instead of living on 429s.
 
     `slot(priority)` stands in for an LLM's endpoint slots (`with llm._slots.hold(cap)` around each
     request), so every job's requests share this one cap and its order."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, tokens_per_minute: int = 0, clock=time.monotonic, sleep=time.sleep):
         self.limit, self.busy = limit, 0
+        self.tokens_per_minute, self._clock, self._sleep = tokens_per_minute, clock, sleep
         self._lock = threading.Lock()
         self._waiting: list = []  # heap of (priority, ticket, event)
         self._tickets = itertools.count()
+        self._spent: deque = deque()  # (time, tokens) of the paid calls of the last minute
+        self._window = self._reserved = 0.0
+        self._paid = [0, 0]  # paid calls and their tokens, for the mean a request in flight reserves
+
+    def spend(self, rec) -> None:
+        """A finished call (a ledger record): its tokens count against the minute unless the cache answered."""
+        if self.tokens_per_minute and not rec.cached:
+            tokens = rec.prompt_tokens + rec.completion_tokens
+            with self._lock:
+                self._spent.append((self._clock(), tokens))
+                self._window += tokens
+                self._paid = [self._paid[0] + 1, self._paid[1] + tokens]
+
+    def take_tokens(self) -> float:
+        """Wait until this request fits in the minute; reserve (and return) its expected tokens."""
+        while self.tokens_per_minute:
+            with self._lock:
+                now = self._clock()
+                while self._spent and self._spent[0][0] <= now - 60:
+                    self._window -= self._spent.popleft()[1]
+                expected = self._paid[1] / self._paid[0] if self._paid[0] else 1000.0
+                # a request alone may pass even if it is larger than the limit: otherwise it would wait forever
+                if self._window + self._reserved + expected <= self.tokens_per_minute or not (self._window or self._reserved):
+                    self._reserved += expected
+                    return expected
+                wait = self._spent[0][0] + 60 - now if self._spent else 0.05  # the oldest call leaves the minute
+            self._sleep(min(max(wait, 0.05), 1.0))
+        return 0.0
+
+    def return_tokens(self, reserved: float) -> None:
+        with self._lock:
+            self._reserved = max(0.0, self._reserved - reserved)
 
     def acquire(self, priority: int) -> None:
         with self._lock:
@@ -418,11 +456,13 @@ class _Slot:
 
     @contextlib.contextmanager
     def hold(self, _llm_cap: int):
+        reserved = self.cap.take_tokens()
         self.cap.acquire(self.priority)
         try:
             yield
         finally:
             self.cap.release()
+            self.cap.return_tokens(reserved)  # the call's own tokens arrive through spend()
 
 
 class SampleShare:
@@ -458,13 +498,15 @@ class JobLedger(Ledger):
     audit log and the budget): with jobs running side by side, differences of the run's ledger would
     mix their calls."""
 
-    def __init__(self, run_ledger: Ledger):
+    def __init__(self, run_ledger: Ledger, on_record: Callable | None = None):
         super().__init__()
-        self.run_ledger = run_ledger
+        self.run_ledger, self.on_record = run_ledger, on_record
 
     def record(self, rec) -> None:
         super().record(rec)
         self.run_ledger.record(rec)
+        if self.on_record is not None:
+            self.on_record(rec)
 
     # The run's budget is the one that counts (a hard one: calls reserve their worst case before sending).
     def check_budget(self) -> None:
@@ -581,7 +623,8 @@ def print_estimate(args: Args) -> int:
         sizes=sizes,
         executor_models=args.executor_models, meta_model=args.meta_model, seeds=args.seeds, methods=args.methods,
         iterations=args.iterations, num_candidates=args.num_candidates, max_concurrency=args.max_concurrency,
-        latency_s=args.latency_s, meta_latency_s=args.meta_latency_s, profile=profile)
+        latency_s=args.latency_s, meta_latency_s=args.meta_latency_s, profile=profile,
+        max_parallel_jobs=args.max_parallel_jobs, tokens_per_minute=args.tokens_per_minute)
     print(estimate.format_estimate("evaluate", est, profile.get("source", "the call profile")))
     return 0
 
@@ -612,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = open_cache(args.cache)
     executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
     meta_ledger = Ledger(out / "meta_calls.jsonl", budget_usd=args.budget_usd)
-    cap = RequestCap(args.max_concurrency)  # one cap on executor requests for every job and executor model
+    cap = RequestCap(args.max_concurrency, args.tokens_per_minute)  # one cap on executor requests for every job
     share = SampleShare(args.max_concurrency)  # ... and the samples each job runs at once
     executors: dict[str, LLM] = {}
     meta: list[LLM] = []
@@ -662,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         name, model, seed, method = job
         check_budget()
         # The job's own ledgers give its line exact figures while other jobs call the same endpoints.
-        exec_jobs, meta_jobs = JobLedger(executor_ledger), JobLedger(meta_ledger)
+        exec_jobs, meta_jobs = JobLedger(executor_ledger, on_record=cap.spend), JobLedger(meta_ledger)
         llm = job_llm(executor_for(model), exec_jobs, cap.slot(0 if method == "w4s" else 1))
         bench, agent = benches[name], Agent(llm, seed=seed)  # seeds draw their own samples
         key = f"{name}__{slug(model)}__{method}__seed{seed}"

@@ -13,6 +13,14 @@ time against its floor max(paid calls x mean latency / cap, longest chain) (goal
     python bench/rehearse.py --data-dir ../shared/data --fraction 0.05     # a quick look (minutes)
     python bench/rehearse.py --data-dir ../shared/data                     # the full shape
     python bench/rehearse.py ... --write-profile   # also update call_profile.json (used by --estimate)
+    python bench/rehearse.py --data-dir ../shared/data --recheck DIR --call-profile P.json
+                                                   # P's estimate against a finished rehearsal DIR
+
+The profile is measured from the stages' own records (trajectories, audit logs, results lines): per
+benchmark and workflow the calls and tokens per sample, the self-check samples and cache hits of a
+candidate, per-turn drift factors, the validation size (see estimate.py). The search's drift depends
+on how many validation examples it selects on, so a profile from --fraction 0.05 (7 examples) prices a
+full-shape run low; from 0.1 or more it is within ~10-17% (README, Rehearsal).
 
 --fraction f < 1 caps every benchmark at ceil(f x 128) validation and ceil(f x 800) test examples
 (the common split sizes); turns, candidates, episodes and iterations stay at the paper's values.
@@ -41,6 +49,7 @@ from evaluate import METHODS  # noqa: E402
 import prompts  # noqa: E402
 from estimate import KINDS  # noqa: E402
 from executor import cost_usd  # noqa: E402
+from meta_agent import extract_solver_code, static_check  # noqa: E402
 from sim_server import QuestionIndex, SimConfig, Simulator, SimServer, tokens  # noqa: E402
 
 COLLECT_MODEL, EVAL_MODEL, META_MODEL = "gpt-3.5-turbo", "gpt-4o-mini", "sim-meta-7b"
@@ -75,7 +84,9 @@ def ledger(path: Path, model: str) -> dict:
     pp, pc = sum(r["prompt_tokens"] for r in paid), sum(r["completion_tokens"] for r in paid)
     return {"model": model, "calls": len(rows), "paid_calls": len(paid), "errors": sum(bool(r.get("error")) for r in rows),
             "prompt_tokens": p, "completion_tokens": c, "paid_prompt_tokens": pp, "paid_completion_tokens": pc,
-            "cost_usd": round(cost_usd(model, p, c), 4), "paid_usd": round(cost_usd(model, pp, pc), 4)}
+            "cost_usd": round(cost_usd(model, p, c), 4),
+            # what was paid: a call partly answered by the cache pays only its new samples (its row's cost)
+            "paid_usd": round(sum(r.get("cost_usd", 0.0) for r in paid), 4)}
 
 
 def du_mb(*paths: Path) -> float:
@@ -109,16 +120,37 @@ def projected(stage: dict, sim: dict, cap: int, time_scale: float, chain_real_s:
 # ----------------------------------------------------------------------------------------------------
 # The per-sample call profile (what --estimate multiplies the plan by), measured from the stages' outputs
 
-def search_units(records: list[dict], n_valid: int) -> dict:
-    """Per workflow sample of the candidates of these turns: calls and tokens; how many candidates are
-    scored on the whole split (pass_rate) and how many self-check samples each runs (1 + repairs)."""
+def checks_run(candidate: dict) -> int:
+    """Self-check samples a candidate ran: one per attempt whose code got past the static check (an action
+    with no code block, or code that does not parse, is turned down before any call)."""
+    return sum(1 for action in candidate["attempts"]
+               if (code := extract_solver_code(action)) is not None and static_check(code) is None)
+
+
+def _usage(c: dict) -> list[float]:
+    return [c["calls"], c.get("prompt_tokens", 0), c.get("completion_tokens", 0)]
+
+
+def _samples(c: dict, n_valid: int) -> int:
+    return checks_run(c) + (c["valid_acc"] is not None) * n_valid
+
+
+def search_units(records: list[dict], n_valid: int, model: str) -> dict:
+    """Per workflow sample the candidates of these turns ran: calls and tokens; how many candidates are
+    scored on the whole split (pass_rate), how many self-check samples each runs (checks), and how many of
+    its samples the cache answered besides the replayed self-check (cached: a candidate that repeats
+    requests of an earlier one), from what each paid (its cost_usd) against its tokens at list price."""
     cands = [c for r in records for c in r["candidates"]]
-    passed = sum(c["valid_acc"] is not None for c in cands)
-    checks = sum(1 + c["repairs"] for c in cands)
-    samples = max(passed * n_valid + checks, 1)
-    return {"sample": [sum(c["calls"] for c in cands) / samples, sum(c.get("prompt_tokens", 0) for c in cands) / samples,
-                       sum(c.get("completion_tokens", 0) for c in cands) / samples],
-            "pass_rate": passed / max(len(cands), 1), "self_checks": checks / max(len(cands), 1)}
+    samples = max(sum(_samples(c, n_valid) for c in cands), 1)
+    cached = 0.0
+    for c in cands:
+        k, listed = _samples(c, n_valid), cost_usd(model, c.get("prompt_tokens", 0), c.get("completion_tokens", 0))
+        if k and listed > 0:
+            cached += max(k - (c["valid_acc"] is not None) - c.get("cost_usd", 0.0) / (listed / k), 0.0)
+    return {"sample": [sum(_usage(c)[i] for c in cands) / samples for i in range(3)],
+            "pass_rate": sum(c["valid_acc"] is not None for c in cands) / max(len(cands), 1),
+            "checks": sum(checks_run(c) for c in cands) / max(len(cands), 1),
+            "cached": cached / max(len(cands), 1)}
 
 
 def meta_unit(records: list[dict], num_candidates: int) -> list[float]:
@@ -128,10 +160,31 @@ def meta_unit(records: list[dict], num_candidates: int) -> list[float]:
     return [sum(u.get(k, 0) for u in usage) / turns for k in ("calls", "prompt_tokens", "completion_tokens")]
 
 
-def eval_profile(results: Path, sizes: dict[str, tuple[int, int]], iterations: int, num_candidates: int) -> dict:
+def turn_scales(searches: list[tuple[list[dict], int, dict]], num_candidates: int) -> dict:
+    """Per turn, what the turn's candidates used over what their benchmark's per-sample (and meta-agent)
+    means predict, pooled over benchmarks: searches holds (records, n_valid, that benchmark's profile)."""
+    out = {"sample": [], "meta": []}
+    for turn in range(max((r["turn"] for recs, _, _ in searches for r in recs), default=-1) + 1):
+        got, want, meta_got, meta_want = [0.0] * 3, [0.0] * 3, [0.0] * 3, [0.0] * 3
+        for records, n_valid, p in searches:
+            for r in (r for r in records if r["turn"] == turn):
+                for c in r["candidates"]:
+                    k = _samples(c, n_valid)
+                    got = [g + u for g, u in zip(got, _usage(c))]
+                    want = [w + k * u for w, u in zip(want, p["search"]["sample"])]
+                meta = [r.get("meta_usage", {}).get(k, 0) for k in ("calls", "prompt_tokens", "completion_tokens")]
+                meta_got = [g + u for g, u in zip(meta_got, meta)]
+                meta_want = [w + num_candidates * u for w, u in zip(meta_want, p["meta"])]
+        out["sample"].append([round(g / w, 4) if w else 1.0 for g, w in zip(got, want)])
+        out["meta"].append([round(g / w, 4) if w else 1.0 for g, w in zip(meta_got, meta_want)])
+    return out
+
+
+def eval_profile(results: Path, sizes: dict[str, tuple[int, int]], iterations: int, num_candidates: int) -> tuple[dict, dict]:
+    """Per benchmark the evaluation's per-example counts; and the W4S searches' per-turn factors."""
     rows = [json.loads(line) for line in open(results / "results.jsonl")]
     by = {(r["benchmark"], r["method"]): r for r in rows}
-    out = {}
+    out, searches = {}, []
     for bench, (n_valid, n_test) in sizes.items():
         if (bench, "best_seed") not in by or (bench, "w4s") not in by:
             continue
@@ -141,25 +194,50 @@ def eval_profile(results: Path, sizes: dict[str, tuple[int, int]], iterations: i
         seeds = [(bs[k] - bs["test_" + k]) / n_valid for k in ("calls", "prompt_tokens", "completion_tokens")]
         records = [json.loads(line) for line in open(results / w["trajectory"])]
         baselines = set(prompts.baseline_workflows(KINDS[bench]).values())
-        # a chosen workflow that is a baseline's code makes the baseline's test requests: cache hits
-        same = {m: float((results / r["workflow"]).read_text().split("\n", 1)[1] in baselines) for m, r in
-                (("best_seed", bs), ("w4s", w))}
-        out[bench] = {"test": test, "seeds_valid": seeds, "w4s": search_units(records, n_valid),
-                      "meta": meta_unit(records, num_candidates), "test_is_baseline": same}
-    return out
+        code = {m: (results / r["workflow"]).read_text().split("\n", 1)[1] for m, r in (("best_seed", bs), ("w4s", w))}
+        # a chosen workflow that is a baseline's code (or, for W4S, the best seed's) makes that job's test
+        # requests again: cache hits
+        same = {"best_seed": float(code["best_seed"] in baselines),
+                "w4s": float(code["w4s"] in baselines or code["w4s"] == code["best_seed"])}
+        out[bench] = {"test": test, "seeds_valid": seeds, "search": search_units(records, n_valid, EVAL_MODEL),
+                      "meta": meta_unit(records, num_candidates), "test_cached": same, "n_valid": n_valid}
+        searches.append((records, n_valid, out[bench]))
+    return out, turn_scales(searches, num_candidates)
 
 
-def collect_profile(run: Path, sizes: dict[str, int], eval_table: dict, num_candidates: int) -> dict:
+def collect_profile(run: Path, sizes: dict[str, int], num_candidates: int) -> tuple[dict, dict]:
+    """Per benchmark the collection's per-sample counts; and the searches' per-turn factors. The seeds'
+    pass is what the audit log holds beyond the candidates (every episode re-scores them, from the cache
+    after the first), per validation example of every episode."""
     records = [json.loads(line) for line in open(run / "trajectories.jsonl")]
-    ex = ledger(run / "calls.jsonl", COLLECT_MODEL)
-    per_call = [ex["prompt_tokens"] / max(ex["calls"], 1), ex["completion_tokens"] / max(ex["calls"], 1)]
-    out = {}
+    rows = [json.loads(line) for line in open(run / "calls.jsonl")]
+    logged = [len(rows), sum(r["prompt_tokens"] for r in rows), sum(r["completion_tokens"] for r in rows)]
+    in_candidates = [sum(_usage(c)[i] for r in records for c in r["candidates"]) for i in range(3)]
+    episodes = {(r["benchmark"], r["episode"]) for r in records}
+    examples = max(sum(sizes.get(b, 0) for b, _ in episodes), 1)
+    seeds = [max(a - b, 0.0) / examples for a, b in zip(logged, in_candidates)]
+    out, searches = {}, []
     for bench, n_valid in sizes.items():
         mine = [r for r in records if r["benchmark"] == bench]
-        seeds = eval_table.get(bench, {}).get("seeds_valid", [3.0])[0]  # the same seed workflows as at evaluation
-        out[bench] = {"search": search_units(mine, n_valid), "seeds_valid": [seeds, seeds * per_call[0], seeds * per_call[1]],
-                      "meta": meta_unit(mine, num_candidates)}
-    return out
+        if not mine:
+            continue
+        out[bench] = {"search": search_units(mine, n_valid, COLLECT_MODEL), "seeds_valid": seeds,
+                      "meta": meta_unit(mine, num_candidates), "n_valid": n_valid}
+        searches.append((mine, n_valid, out[bench]))
+    return out, turn_scales(searches, num_candidates)
+
+
+def build_profile(out: Path, source: str, sizes: dict[str, tuple[int, int]], stages=("collect", "evaluate")) -> dict:
+    """The call profile a finished rehearsal folder measured (what --write-profile writes)."""
+    table = {"version": estimate.PROFILE_VERSION, "source": source}
+    if "evaluate" in stages:
+        table["evaluate_num_candidates"] = 1
+        table["evaluate"], table["evaluate_turns"] = eval_profile(out / "results" / "rehearse", sizes, 30, 1)
+    if "collect" in stages:
+        table["collect_num_candidates"] = 5
+        table["collect"], table["collect_turns"] = collect_profile(
+            out / "runs" / "rehearse", {b: sizes[b][0] for b in TRAIN_BENCHMARKS}, 5)
+    return table
 
 
 def compare(est: dict, measured: dict) -> dict:
@@ -191,7 +269,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the simulator's seed")
     p.add_argument("--kill-after-lines", type=float, default=0.4, help="kill the evaluation once this share of its lines is written")
     p.add_argument("--skip-collect", action="store_true", help="only the evaluation")
+    p.add_argument("--skip-evaluate", action="store_true", help="only the collection (no training, no evaluation)")
     p.add_argument("--write-profile", action="store_true", help="write the measured profile to call_profile.json")
+    p.add_argument("--call-profile", default=str(estimate.PROFILE_PATH), help="the profile whose estimate is "
+                   "compared with what the rehearsal measured (default call_profile.json)")
     p.add_argument("--recheck", default=None, help="a finished rehearsal folder: rebuild its profile and compare "
                    "call_profile.json's estimate with what it measured, nothing run")
     a = p.parse_args(argv)
@@ -208,8 +289,14 @@ def main(argv=None) -> int:
     limit_valid = math.ceil(a.fraction * 128) if small else 0
     limit_test = math.ceil(a.fraction * 800) if small else 0
     valid_n, test_n = plan_sizes(limit_valid, limit_test, a.data_dir)
-    profile = estimate.load_profile() if estimate.PROFILE_PATH.exists() else None
+    profile = None
+    if Path(a.call_profile).exists():
+        try:
+            profile = estimate.load_profile(a.call_profile)
+        except SystemExit as e:  # an older format: the rehearsal measures a new one, compared with nothing
+            print(f"note: {str(e).removeprefix('error: ')}; no estimate to compare with", flush=True)
     col_est, ev_est = estimates(valid_n, test_n, profile, a.max_concurrency) if profile else (None, None)
+    source = f"bench/rehearse.py --fraction {a.fraction} (simulated endpoints, seed {a.seed})"
     cfg = SimConfig(seed=a.seed, time_scale=a.time_scale, fault_429=a.fault_429, fault_500=a.fault_500, slow=a.slow)
     sim = Simulator(QuestionIndex(a.data_dir, seed=a.seed), cfg)
     py, data = sys.executable, ["--data-dir", a.data_dir] if a.data_dir else []
@@ -228,7 +315,7 @@ def main(argv=None) -> int:
         if not a.skip_collect:
             cmd = [py, str(ROOT / "collect.py"), "--run", "rehearse", "--benchmarks", *TRAIN_BENCHMARKS,
                    "--num-episodes", "4", "--num-turns", "10", "--num-candidates", "5", "--executor-model", COLLECT_MODEL,
-                   "--budget-usd", "100", "--limit-valid", str(limit_valid), *common]
+                   "--budget-usd", "150", "--limit-valid", str(limit_valid), *common]
             est = col_est
             before = sim.stats.summary()
             stage = run_stage(cmd, out, out / "collect.log")
@@ -238,11 +325,11 @@ def main(argv=None) -> int:
             c_sim, c_meta = report["collect"]["sim_executor"], report["collect"]["sim_meta"]
             c_lat = c_sim.get("sim_latency_ms", 0) / 1000 / max(c_sim.get("requests", 1), 1)
             c_meta_lat = c_meta.get("sim_latency_ms", 0) / 1000 / max(c_meta.get("requests", 1), 1)
-            measured_collect = collect_profile(run, {b: valid_n[b] for b in TRAIN_BENCHMARKS}, {}, 5)
+            measured_collect, collect_turns = collect_profile(run, {b: valid_n[b] for b in TRAIN_BENCHMARKS}, 5)
             c_chain = estimate.estimate_collect(
                 sizes={b: valid_n[b] for b in TRAIN_BENCHMARKS}, executor_model=COLLECT_MODEL, meta_model=META_MODEL,
                 num_episodes=4, num_turns=10, num_candidates=5, max_concurrency=a.max_concurrency, latency_s=c_lat,
-                meta_latency_s=c_meta_lat, profile={"collect": measured_collect})["chain_hours"] * 3600
+                meta_latency_s=c_meta_lat, profile={"collect": measured_collect, "collect_turns": collect_turns})["chain_hours"] * 3600
             report["collect"]["projected"] = projected(stage, c_sim, a.max_concurrency, a.time_scale, c_chain)
             summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
             report["collect"]["failures"] = summary.get("failed_by_reason", {})
@@ -250,6 +337,12 @@ def main(argv=None) -> int:
                 report["collect"]["estimate_vs_measured"] = compare(est, report["collect"])
             print_stage("collect", report["collect"])
             (out / "rehearsal.json").write_text(json.dumps(report, indent=2))  # each stage as it ends
+            if a.skip_evaluate:  # the collection's profile alone (--estimate needs both: not written)
+                table = build_profile(out, source, {b: (valid_n[b], test_n[b]) for b in BENCHMARKS}, ["collect"])
+                (out / "call_profile.json").write_text(json.dumps(table, indent=1))
+                (out / "rehearsal.md").write_text(markdown(report))
+                print("\n" + markdown(report))
+                return 0
             # ------------------------------------------------------------ train: --dry-run on the trajectories
             stage = run_stage([py, str(ROOT / "train_rlao.py"), "--run", "rehearse", "--trajectories",
                                str(run / "trajectories.jsonl"), "--model", "embedded", "--max-len", "8192", "--dry-run"],
@@ -302,7 +395,7 @@ def main(argv=None) -> int:
                 failures.update(f"candidate:{c['reason']}" for c in json.loads(line)["candidates"] if c["status"] != "ok")
         report["evaluate"]["failures"] = dict(failures)
         sizes = {b: (valid_n[b], test_n[b]) for b in BENCHMARKS}
-        measured_eval = eval_profile(results, sizes, 30, 1)
+        measured_eval, eval_turns = eval_profile(results, sizes, 30, 1)
         # The floor of this run, in its own (compressed) time: paid requests x mean latency / cap, or the
         # longest W4S chain, from the measured per-sample counts and latencies.
         exec_sim, meta_sim = report["evaluate"]["sim_executor"], report["evaluate"]["sim_meta"]
@@ -311,7 +404,7 @@ def main(argv=None) -> int:
         chain = estimate.estimate_evaluate(sizes=sizes, executor_models=[EVAL_MODEL], meta_model=META_MODEL, seeds=[0],
                                            methods=["best_seed", "w4s"], iterations=30, num_candidates=1,
                                            max_concurrency=a.max_concurrency, latency_s=lat, meta_latency_s=meta_lat,
-                                           profile={"evaluate": measured_eval})["chain_hours"] * 3600
+                                           profile={"evaluate": measured_eval, "evaluate_turns": eval_turns})["chain_hours"] * 3600
         proj = projected(stage, exec_sim, a.max_concurrency, a.time_scale, chain)
         report["evaluate"]["projected"] = proj
         floor_s = proj["floor_h"] * 3600 * a.time_scale
@@ -321,11 +414,7 @@ def main(argv=None) -> int:
             report["evaluate"]["estimate_vs_measured"] = compare(est, report["evaluate"])
         print_stage("evaluate", report["evaluate"])
 
-        table = {"source": f"bench/rehearse.py --fraction {a.fraction} (simulated endpoints, seed {a.seed})",
-                 "evaluate_num_candidates": 1, "collect_num_candidates": 5, "evaluate": measured_eval}
-        if not a.skip_collect:
-            table["collect"] = collect_profile(out / "runs" / "rehearse", {b: valid_n[b] for b in TRAIN_BENCHMARKS},
-                                               measured_eval, 5)
+        table = build_profile(out, source, sizes, ["evaluate"] if a.skip_collect else ["collect", "evaluate"])
         (out / "call_profile.json").write_text(json.dumps(table, indent=1))
         if a.write_profile and not a.skip_collect:
             estimate.PROFILE_PATH.write_text(json.dumps(table, indent=1) + "\n")
@@ -343,39 +432,45 @@ def plan_sizes(limit_valid: int, limit_test: int, data_dir) -> tuple[dict, dict]
             {n: len(b.examples("test")[: limit_test or None]) for n, b in benches.items()})
 
 
-def estimates(valid_n: dict, test_n: dict, profile: dict, cap: int) -> tuple[dict, dict]:
-    """The estimate of the rehearsal's two stages (paper shape at these sizes)."""
+def estimates(valid_n: dict, test_n: dict, profile: dict, cap: int) -> tuple[dict | None, dict | None]:
+    """The estimate of the rehearsal's two stages (paper shape at these sizes); None for a stage the
+    profile does not cover."""
     col = estimate.estimate_collect(sizes={b: valid_n[b] for b in TRAIN_BENCHMARKS}, executor_model=COLLECT_MODEL,
                                     meta_model=META_MODEL, num_episodes=4, num_turns=10, num_candidates=5,
-                                    max_concurrency=cap, latency_s=3.0, meta_latency_s=50.0, profile=profile)
+                                    max_concurrency=cap, latency_s=3.0, meta_latency_s=50.0,
+                                    profile=profile) if "collect" in profile else None
     ev = estimate.estimate_evaluate(sizes={b: (valid_n[b], test_n[b]) for b in BENCHMARKS}, executor_models=[EVAL_MODEL],
                                     meta_model=META_MODEL, seeds=[0], methods=list(METHODS), iterations=30,
                                     num_candidates=1, max_concurrency=cap, latency_s=3.0, meta_latency_s=50.0,
-                                    profile=profile)
+                                    profile=profile) if "evaluate" in profile else None
     return col, ev
 
 
 def recheck(out: Path, a) -> int:
-    """Rebuild a finished rehearsal's profile; compare call_profile.json's estimate with its measurements."""
+    """Rebuild a finished rehearsal's profile and measurements; compare the estimate of --call-profile
+    (default call_profile.json) with them. A folder with one stage only is compared on that stage."""
     report = json.loads((out / "rehearsal.json").read_text())
     shape = report["shape"]
     valid_n, test_n = plan_sizes(shape["limit_valid"], shape["limit_test"], a.data_dir)
-    measured_eval = eval_profile(out / "results" / "rehearse", {b: (valid_n[b], test_n[b]) for b in BENCHMARKS}, 30, 1)
-    table = {"source": f"bench/rehearse.py --fraction {shape['fraction']} (simulated endpoints, seed {a.seed})",
-             "evaluate_num_candidates": 1, "collect_num_candidates": 5, "evaluate": measured_eval,
-             "collect": collect_profile(out / "runs" / "rehearse", {b: valid_n[b] for b in TRAIN_BENCHMARKS},
-                                        measured_eval, 5)}
+    stages = {"collect": (out / "runs" / "rehearse", COLLECT_MODEL), "evaluate": (out / "results" / "rehearse", EVAL_MODEL)}
+    for stage, (folder, model) in stages.items():
+        if stage in report:  # measured again from the audit logs (the paid dollars as the rows paid them)
+            report[stage]["executor"] = ledger(folder / "calls.jsonl", model)
+            report[stage]["meta"] = ledger(folder / "meta_calls.jsonl", META_MODEL)
+    source = f"bench/rehearse.py --fraction {shape['fraction']} (simulated endpoints, seed {a.seed})"
+    table = build_profile(out, source, {b: (valid_n[b], test_n[b]) for b in BENCHMARKS}, [k for k in stages if k in report])
     (out / "call_profile.json").write_text(json.dumps(table, indent=1))
-    if a.write_profile:
+    if a.write_profile and all(k in report for k in stages):
         estimate.PROFILE_PATH.write_text(json.dumps(table, indent=1) + "\n")
         print(f"wrote {estimate.PROFILE_PATH}")
-    if estimate.PROFILE_PATH.exists():
-        profile = estimate.load_profile()
+    if Path(a.call_profile).exists():
+        profile = estimate.load_profile(a.call_profile)
         col, ev = estimates(valid_n, test_n, profile, shape["max_concurrency"])
-        report["collect"]["estimate_vs_measured"] = compare(col, report["collect"])
-        report["evaluate"]["estimate_vs_measured"] = compare(ev, report["evaluate"])
+        for stage, est in (("collect", col), ("evaluate", ev)):
+            if stage in report and est is not None:
+                report[stage]["estimate_vs_measured"] = compare(est, report[stage])
         report["estimate_profile"] = profile.get("source")
-        print(json.dumps({k: report[k]["estimate_vs_measured"] for k in ("collect", "evaluate")}, indent=1))
+        print(json.dumps({k: report[k].get("estimate_vs_measured") for k in stages if k in report}, indent=1))
     (out / "rehearsal.json").write_text(json.dumps(report, indent=2))
     (out / "rehearsal.md").write_text(markdown(report))
     print(markdown(report))

@@ -132,15 +132,15 @@ def test_sim_server_through_the_real_client_with_faults(index, data_dir):
 # The estimate
 
 PROFILE = {
-    "source": "a test profile", "evaluate_num_candidates": 1, "collect_num_candidates": 5,
+    "version": 2, "source": "a test profile", "evaluate_num_candidates": 1, "collect_num_candidates": 5,
     "evaluate": {"gsm8k": {"test": {m: [c, 100.0 * c, 50.0 * c] for m, c in
                                     [("vanilla", 1), ("cot", 1), ("cot_sc", 1), ("self_refine", 4), ("llm_debate", 5),
                                      ("best_seed", 1), ("w4s", 2)]},
                            "seeds_valid": [3.0, 300.0, 900.0],
-                           "w4s": {"sample": [2.0, 200.0, 100.0], "pass_rate": 0.5, "self_checks": 2.0},
-                           "meta": [1.5, 8000.0, 2000.0]}},
-    "collect": {"gsm8k": {"search": {"sample": [2.0, 200.0, 100.0], "pass_rate": 0.8, "self_checks": 1.5},
-                          "seeds_valid": [3.0, 300.0, 900.0], "meta": [0.4, 9000.0, 8000.0]}},
+                           "search": {"sample": [2.0, 200.0, 100.0], "pass_rate": 0.5, "checks": 2.0, "cached": 0.0},
+                           "meta": [1.5, 8000.0, 2000.0], "n_valid": 4}},
+    "collect": {"gsm8k": {"search": {"sample": [2.0, 200.0, 100.0], "pass_rate": 0.8, "checks": 1.5},
+                          "seeds_valid": [3.0, 300.0, 900.0], "meta": [0.4, 9000.0, 8000.0], "n_valid": 6}},
 }
 
 
@@ -167,6 +167,18 @@ def test_estimate_is_the_plans_arithmetic():
                                        seeds=[0, 1], methods=methods, iterations=3, num_candidates=1, max_concurrency=8,
                                        latency_s=2.0, meta_latency_s=10.0, profile=PROFILE)
     assert other["executor"]["calls"] == est["executor"]["calls"]
+    # one job at a time: best_seed starts after W4S has scored the seeds, and replays them from the cache
+    serial = estimate.estimate_evaluate(sizes={"gsm8k": (4, 10)}, executor_models=["gpt-4o-mini"], meta_model="x",
+                                        seeds=[0, 1], methods=methods, iterations=3, num_candidates=1, max_concurrency=8,
+                                        latency_s=2.0, meta_latency_s=10.0, profile=PROFILE, max_parallel_jobs=1)
+    assert serial["executor"]["calls"] == est["executor"]["calls"]
+    assert serial["executor"]["paid_calls"] == pytest.approx(est["executor"]["paid_calls"] - 2 * 4 * 3)
+    # an API tier's tokens per minute can bound the run before its request cap
+    slow = estimate.estimate_evaluate(sizes={"gsm8k": (4, 10)}, executor_models=["gpt-4o-mini"], meta_model="x",
+                                      seeds=[0, 1], methods=methods, iterations=3, num_candidates=1, max_concurrency=8,
+                                      latency_s=2.0, meta_latency_s=10.0, profile=PROFILE, tokens_per_minute=100)
+    tokens = paid["paid_prompt_tokens"] + paid["paid_completion_tokens"]
+    assert slow["api_bound_hours"] == pytest.approx(tokens / 100 / 60)
     col = estimate.estimate_collect(sizes={"gsm8k": 6}, executor_model="gpt-3.5-turbo", meta_model="x", num_episodes=2,
                                     num_turns=4, num_candidates=5, max_concurrency=8, latency_s=2.0,
                                     meta_latency_s=10.0, profile=PROFILE)
@@ -247,6 +259,30 @@ def test_request_cap_hands_slots_to_the_lowest_priority_number_first():
     assert order == [2, 3, 0, 1] and cap.busy == 0
 
 
+def test_request_cap_waits_while_the_last_minutes_paid_tokens_reach_the_limit():
+    import evaluate
+    from executor import CallRecord
+    now = [0.0]
+    cap = evaluate.RequestCap(4, tokens_per_minute=1000, clock=lambda: now[0],
+                              sleep=lambda s: now.__setitem__(0, now[0] + s))  # a simulated clock
+    rec = lambda tokens, cached=False: CallRecord("m", tokens // 2, tokens - tokens // 2, 0.0, 0.0, cached=cached)
+    with cap.slot(0).hold(4):
+        assert cap._reserved == 1000  # in flight: the first request reserves a default
+        cap.spend(rec(400))
+        cap.spend(rec(5000, cached=True))  # the cache answered: no tokens from the tier
+    with cap.slot(0).hold(4):  # 400 spent + 400 expected (the mean paid call) fit in 1000: no wait
+        assert now[0] == 0.0 and cap._reserved == 400
+        now[0] = 10.0
+        cap.spend(rec(500))
+    with cap.slot(0).hold(4):  # 900 + 450 do not fit until the first call leaves the minute, at 60
+        assert 60.0 <= now[0] < 62.0 and cap.busy == 1
+    assert cap.busy == 0 and cap._reserved == 0
+    plain = evaluate.RequestCap(1, clock=lambda: 1 / 0)  # no limit: never reads the clock
+    plain.spend(rec(10**9))
+    with plain.slot(0).hold(1):
+        assert plain.busy == 1
+
+
 def test_concurrent_evaluate_same_lines_and_resume_after_kill(index, data_dir, tmp_path):
     import signal
     import time
@@ -303,3 +339,106 @@ def test_job_ledger_counts_its_own_calls_and_spends_the_runs_budget():
     other.record(CallRecord("gpt-4o-mini", 1, 1, cost_usd=0.003))
     with pytest.raises(BudgetExceeded):
         mine.check_budget()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The estimate against a measured run: a small collection with known counts, measured as
+# `bench/rehearse.py --write-profile` measures it, then estimated for the same and for other plans
+
+GOOD = "Analysis.\n```python\ndef solver(agent, task):\n    return {'answer': '1'}\n```\n"
+NO_CODE = "Analysis without any code block."
+
+
+def _known_collection(run: Path, n_valid: int = 4, episodes: int = 2, turns: int = 3) -> dict:
+    """runs/<run>/ as collect.py writes it, one executor call a sample: per turn candidate A passes its one
+    self-check and is scored on the split (its first sample replayed from the cache); B has no code block,
+    is repaired and fails its self-check (one sample); the seeds take 3 calls an example, from the cache
+    after the first episode. The last turn's calls write 3x the completion tokens (a drifting search)."""
+    from executor import cost_usd
+    run.mkdir(parents=True)
+    rows, records = [], []
+
+    def call(completion: int, cached: bool) -> float:
+        paid = 0.0 if cached else cost_usd("gpt-3.5-turbo", 100, completion)
+        rows.append({"prompt_tokens": 100, "completion_tokens": completion, "cached": cached, "cost_usd": paid})
+        return paid
+
+    for episode in range(episodes):
+        for _ in range(3 * n_valid):
+            call(50, cached=episode > 0)
+        for turn in range(turns):
+            completion = 150 if turn == turns - 1 else 50
+            a = sum(call(completion, cached=i == 1) for i in range(1 + n_valid))  # sample 0 twice
+            b = call(completion, cached=False)
+            cands = [{"attempts": [GOOD], "valid_acc": 0.5, "calls": 1 + n_valid, "prompt_tokens": 100 * (1 + n_valid),
+                      "completion_tokens": completion * (1 + n_valid), "cost_usd": a},
+                     {"attempts": [NO_CODE, GOOD], "valid_acc": None, "calls": 1, "prompt_tokens": 100,
+                      "completion_tokens": completion, "cost_usd": b}]
+            records.append({"benchmark": "gsm8k", "episode": episode, "turn": turn, "candidates": cands,
+                            "meta_usage": {"calls": 2, "prompt_tokens": 3000 + 1000 * turn, "completion_tokens": 500}})
+    (run / "trajectories.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "calls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"calls": len(rows), "paid_calls": sum(not r["cached"] for r in rows),
+            "completion_tokens": sum(r["completion_tokens"] for r in rows),
+            "paid_usd": sum(r["cost_usd"] for r in rows), "meta_prompt_tokens": sum(
+                r["meta_usage"]["prompt_tokens"] for r in records)}
+
+
+def _collect_estimate(profile, n_valid=4, episodes=2, turns=3):
+    import estimate
+    return estimate.estimate_collect(sizes={"gsm8k": n_valid}, executor_model="gpt-3.5-turbo", meta_model="x",
+                                     num_episodes=episodes, num_turns=turns, num_candidates=2, max_concurrency=8,
+                                     latency_s=1.0, meta_latency_s=1.0, profile=profile)
+
+
+def test_estimate_of_a_measured_collection_reproduces_its_counts(tmp_path):
+    import rehearse
+    measured = _known_collection(tmp_path / "run")
+    table, turns = rehearse.collect_profile(tmp_path / "run", {"gsm8k": 4}, num_candidates=2)
+    search = table["gsm8k"]["search"]
+    # B's first attempt has no code block: turned down before any call, so 1 self-check sample, not 2
+    assert search["checks"] == pytest.approx(1.0) and search["pass_rate"] == pytest.approx(0.5)
+    assert search["cached"] == pytest.approx(0.0, abs=1e-9)
+    # the seeds are what the audit log holds beyond the candidates: 3 calls an example of each episode
+    assert table["gsm8k"]["seeds_valid"] == pytest.approx([3.0, 300.0, 150.0])
+    assert turns["sample"][-1][2] > 1.5 > turns["sample"][0][2]  # the last turn writes 3x the tokens
+    est = _collect_estimate({"collect": table, "collect_turns": turns})
+    ex = est["executor"]
+    assert ex["calls"] == pytest.approx(measured["calls"])
+    assert ex["paid_calls"] == pytest.approx(measured["paid_calls"])
+    assert ex["completion_tokens"] == pytest.approx(measured["completion_tokens"])
+    assert ex["paid_usd"] == pytest.approx(measured["paid_usd"], rel=1e-3)
+    assert est["meta"]["calls"] == pytest.approx(2 * 3 * 2) and \
+        est["meta"]["prompt_tokens"] == pytest.approx(measured["meta_prompt_tokens"])
+    # another plan from the same profile: a turn is A's 1 + 10 samples and B's 1, A's first one replayed;
+    # the seeds are paid in the first episode only
+    bigger = _collect_estimate({"collect": table, "collect_turns": turns}, n_valid=10, episodes=3, turns=3)["executor"]
+    assert bigger["calls"] == pytest.approx(3 * (3 * 10 + 3 * (1 + 10 + 1)))
+    assert bigger["paid_calls"] == pytest.approx(3 * 10 + 3 * 3 * (10 + 1))
+
+
+def test_turns_past_the_profile_take_its_last_third(tmp_path):
+    import estimate
+    import rehearse
+    _known_collection(tmp_path / "run", turns=3)
+    table, turns = rehearse.collect_profile(tmp_path / "run", {"gsm8k": 4}, num_candidates=2)
+    profile = {"collect": table, "collect_turns": turns}
+    assert estimate.turn_factor(turns["sample"], 7) == turns["sample"][2]  # the last third of 3 turns: turn 2
+    three, five = _collect_estimate(profile, turns=3)["executor"], _collect_estimate(profile, turns=5)["executor"]
+    assert five["calls"] - three["calls"] == pytest.approx(2 * 2 * (1 + 4 + 1))
+    # two more turns cost like the last (heavy) one: 3x the completion tokens of an early turn
+    early = (_collect_estimate(profile, turns=2)["executor"]["completion_tokens"]
+             - _collect_estimate(profile, turns=1)["executor"]["completion_tokens"])
+    assert five["completion_tokens"] - three["completion_tokens"] == pytest.approx(2 * 3 * early, rel=1e-3)
+
+
+def test_old_profiles_are_refused_and_far_validation_sizes_noted(tmp_path):
+    import estimate
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in PROFILE.items() if k != "version"}))
+    with pytest.raises(SystemExit, match="older format"):
+        estimate.load_profile(old)
+    assert not _collect_estimate(PROFILE, n_valid=6)["notes"]
+    note = _collect_estimate(PROFILE, n_valid=128)["notes"]
+    assert len(note) == 1 and "gsm8k 6 -> 128" in note[0]
+    assert "note" in estimate.format_estimate("collect", _collect_estimate(PROFILE, n_valid=128), "t")
