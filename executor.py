@@ -576,6 +576,7 @@ class _LocalModel:
         self.context = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self._lltok = None  # llguidance's view of the tokenizer, built on the first JSON-mode call
         self._matchers: dict[str, Any] = {}  # grammar -> an unused matcher to copy (worker thread only)
+        self._prefixes: dict[tuple, list] = {}  # prompt prefix -> its per-layer (keys, values), 1 row
         self._pending: list[_LocalRequest] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._worker, name=f"w4s-generate-{Path(path).name}", daemon=True).start()
@@ -628,15 +629,9 @@ class _LocalModel:
         longest = max(len(p) for p in prompts)
         if longest >= self.context:
             raise ValueError(f"prompt of {longest} tokens does not fit the model's context of {self.context}")
-        # each distinct prompt is one row (D rows), left-padded so that every row ends where generation starts
-        distinct = list(dict.fromkeys(tuple(p) for p in prompts))
-        input_ids = torch.full((len(distinct), longest), self.pad_id, dtype=torch.long)  # (D, T)
-        attention = torch.zeros_like(input_ids)
-        for i, p in enumerate(distinct):
-            input_ids[i, longest - len(p):] = torch.tensor(p)
-            attention[i, longest - len(p):] = 1
+        distinct = list(dict.fromkeys(tuple(p) for p in prompts))  # D rows, one per distinct prompt
         # n samples of a request = n rows of its prompt (B rows), as num_return_sequences but mixed n can batch
-        rows = torch.tensor([distinct.index(tuple(p)) for r, p in zip(batch, prompts) for _ in range(r.n)])
+        rows = [distinct.index(tuple(p)) for r, p in zip(batch, prompts) for _ in range(r.n)]
         sample = temperature > 0
         # greedy at temperature 0; neutral values otherwise so transformers does not warn about unused flags
         config = GenerationConfig(max_new_tokens=min(max_tokens, self.context - longest), do_sample=sample,
@@ -645,9 +640,8 @@ class _LocalModel:
                                   pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
         processors = self._json_processors(batch, config.max_new_tokens)
         with torch.inference_mode():
-            cache = self._prefill(input_ids.to(self.device), attention.to(self.device), rows.to(self.device))
-            out = self.model.generate(input_ids=input_ids[rows].to(self.device),
-                                      attention_mask=attention[rows].to(self.device), cache=cache,
+            input_ids, attention, cache = self._prefill(distinct, rows)
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, cache=cache,
                                       generation_config=config, logits_processor=processors)
         new = out[:, longest:].tolist()  # (B, new tokens)
         results, row = [], 0
@@ -664,20 +658,67 @@ class _LocalModel:
             results.append(samples)
         return results
 
-    def _prefill(self, input_ids, attention, rows):
-        """The KV cache of every prompt but its last token, computed once per distinct prompt and copied to
-        its rows: on a CPU the prompt pass costs most of a call (3.5k tokens: ~44 s of a 64-token reply's
-        56 s), and n samples or identical requests would otherwise pay it n times. generate() then runs
-        from the last prompt token, with the same outputs as without the cache."""
+    def _prefill(self, distinct: list[tuple], rows: list[int]):
+        """(input_ids, attention_mask, cache) for generate(): B rows (`rows` index the distinct prompts)
+        whose cache holds every prompt token but the last, so generate() runs from there with the same
+        outputs as over the bare prompts.
+
+        On a CPU the prompt pass costs most of a call (3.5k tokens: ~44 s of a 64-token reply's 56 s), and
+        the prompts of a batch, and of the calls before it, share long beginnings: n samples of one state,
+        the repairs of a turn's candidates, every meta-agent call's system prompt and interface text. So
+        the part the distinct prompts share is run once (and from the stored prefix of an earlier call as
+        far as it matches), and each row is laid out as [shared part][masked gap][its own rest]:
+            [s s s s . . a a]      positions come from the mask (as generate() numbers them), so the
+            [s s s s b b b b]      gap changes nothing; with no shared part it is plain left padding."""
+        import torch
+        shared = min(len(p) for p in distinct) - 1
+        for p in distinct[1:]:
+            shared = next((i for i, (a, b) in enumerate(zip(distinct[0][:shared], p)) if a != b), shared)
+        width = shared + max(len(p) - shared for p in distinct)
+        ids = torch.full((len(distinct), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(distinct):
+            ids[i, :shared], ids[i, width - len(p) + shared:] = torch.tensor(p[:shared]), torch.tensor(p[shared:])
+            mask[i, :shared] = mask[i, width - len(p) + shared:] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        cache = self._prefix_cache(distinct[0][:shared], len(distinct))
+        if width - 1 > shared:  # each row's own tokens but the last column (every row's last token)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            self.model(input_ids=ids[:, shared:-1], attention_mask=mask[:, :-1], position_ids=positions[:, shared:-1],
+                       cache=cache, use_cache=True, logits_to_keep=1)
+        index = torch.tensor(rows, device=self.device)
+        cache.batch_select_indices(index)
+        return ids[index], mask[index], cache
+
+    def _prefix_cache(self, prefix: tuple, copies: int):
+        """A cache of `prefix` for `copies` rows, computed from the longest matching stored prefix on. The
+        last few long prefixes (a meta-agent state, not an executor's short prompt) are kept for the next
+        calls: 2 of 4k tokens hold ~0.4 GB for SmolLM2-135M."""
+        import torch
         from transformers import DynamicCache
-        if input_ids.shape[1] < 2:
-            return None
+
+        def common(stored):
+            return next((i for i, (a, b) in enumerate(zip(stored, prefix)) if a != b), min(len(stored), len(prefix)))
+        stored = max(self._prefixes, key=common, default=())
+        have = common(stored) if stored else 0
         cache = DynamicCache(config=self.model.config)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
-        self.model(input_ids=input_ids[:, :-1], attention_mask=attention[:, :-1], position_ids=positions[:, :-1],
-                   cache=cache, use_cache=True, logits_to_keep=1)
-        cache.batch_select_indices(rows)
-        return cache
+        if have:
+            cache = DynamicCache(ddp_cache_data=[(k[..., :have, :], v[..., :have, :]) for k, v in self._prefixes[stored]],
+                                 config=self.model.config)
+        if len(prefix) > have:
+            self.model(input_ids=torch.tensor([prefix[have:]], device=self.device),
+                       position_ids=torch.arange(have, len(prefix), device=self.device)[None],
+                       cache=cache, use_cache=True, logits_to_keep=1)
+        if len(prefix) >= 512:
+            self._prefixes.pop(prefix, None)
+            self._prefixes[prefix] = [(layer.keys, layer.values) for layer in cache.layers]
+            while len(self._prefixes) > 2:
+                self._prefixes.pop(next(iter(self._prefixes)))
+        if not prefix:
+            return cache
+        return DynamicCache(ddp_cache_data=[(layer.keys.expand(copies, -1, -1, -1).contiguous(),
+                                             layer.values.expand(copies, -1, -1, -1).contiguous())
+                                            for layer in cache.layers], config=self.model.config)
 
     def _count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

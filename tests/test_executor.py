@@ -358,31 +358,41 @@ def test_embedded_model_answers_offline():
     assert agent.usage.cost_usd == 0
 
 
-def test_each_distinct_prompt_is_prefilled_once_and_outputs_do_not_change():
-    """n samples and identical requests share one prompt pass (the KV cache is copied to their rows); the
-    greedy replies are those of the plain batched generate()."""
+def test_shared_prompt_parts_are_run_once_and_outputs_do_not_change():
+    """n samples, identical requests and the shared beginning of different prompts are run through the
+    model once (and a long beginning is kept for the next call); the greedy replies are those of
+    generate() over each bare prompt."""
     import torch
     local = ex._local_model(ex.embedded_model_dir())
-    a = [{"role": "user", "content": "Name a colour."}]
-    b = [{"role": "user", "content": "What is the capital of France? Answer in one word, please."}]
+    state = "Workflows so far: " + " ".join(f"step{i}" for i in range(300))  # > 512 tokens
+    a = [{"role": "user", "content": state + " Name a colour."}]
+    b = [{"role": "user", "content": state + " What is the capital of France? Answer in one word."}]
     batch = [ex._LocalRequest(a, (0.0, 1.0, 6), 3), ex._LocalRequest(b, (0.0, 1.0, 6), 1),
              ex._LocalRequest(a, (0.0, 1.0, 6), 1), ex._LocalRequest(b, (0.0, 1.0, 6), 2, ("answer",))]
     passes = []
     hook = local.model.register_forward_pre_hook(lambda m, args, kw: passes.append(kw["input_ids"].shape),
                                                  with_kwargs=True)
     try:
+        local._prefixes.clear()
         got = local._generate_batch(batch, 0.0, 1.0, 6)
+        first = list(passes)
+        passes.clear()
+        again = local._generate_batch(batch[:1], 0.0, 1.0, 6)  # the state's part is stored: not run again
     finally:
         hook.remove()
-    assert passes[0][0] == 2 and all(shape == (7, 1) for shape in passes[1:])  # 2 distinct prompts, 7 rows
-    plain = [local._generate_batch([r], 0.0, 1.0, 6) for r in batch]  # one request at a time
-    assert [[s.content for s in row] for row in got] == [[s.content for s in row[0]] for row in plain]
+    tok = local.tokenizer
+    lengths = [len(tok(tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
+                       add_special_tokens=False)["input_ids"]) for m in (a, b)]
+    prompt_pass = sum(n * t for n, t in first if t > 1)
+    assert prompt_pass < sum(lengths) < 7 * min(lengths)  # not 7 rows of prompt, nor 2 whole prompts
+    assert sum(n * t for n, t in passes if t > 1) < 20 and again[0][0].content == got[0][0].content
     assert json.loads(got[3][0].content).keys() == {"answer"}
-    with torch.inference_mode():  # and the texts are those of generate() over all 7 rows without a cache
-        tok = local.tokenizer
-        ids = tok.apply_chat_template(a, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-        ref = local.model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=local.pad_id)
-    assert tok.decode(ref[0, ids["input_ids"].shape[1]:], skip_special_tokens=True) == got[0][0].content
+    assert len({s.content for s in got[0]}) == 1 and got[0][0].content == got[2][0].content  # greedy
+    with torch.inference_mode():  # and the texts are generate()'s over the bare prompts, one at a time
+        for messages, reply in ((a, got[0][0].content), (b, got[1][0].content)):
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            ref = local.model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=local.pad_id)
+            assert tok.decode(ref[0, ids["input_ids"].shape[1]:], skip_special_tokens=True) == reply
 
 
 # -- CLI and parse_args ----------------------------------------------------------------------------
