@@ -309,9 +309,10 @@ class WorkflowEnv:
 
     def archive(self) -> list[ArchiveEntry]:
         """Seeds + advanced workflows shown in the state: the newest that fit --history-window and
-        state_max_tokens, the oldest non-seed ones dropped first (they stay in `history` and the records)."""
+        state_max_tokens, the oldest non-seed ones dropped first (they stay in `history` and the records).
+        The newest one always stays, past the budget if it must: rewards are measured against it."""
         recent = self.history[-self.history_window:] if self.history_window else list(self.history)
-        while recent and self.state_tokens(self._messages(self.seeds + recent)) > self.state_max_tokens:
+        while len(recent) > 1 and self.state_tokens(self._messages(self.seeds + recent)) > self.state_max_tokens:
             recent.pop(0)
         return self.seeds + recent
 

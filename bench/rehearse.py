@@ -310,7 +310,10 @@ def main(argv=None) -> int:
     # endpoints in a real run, each with its own cap on requests in flight.
     with SimServer(sim) as srv, SimServer(sim) as meta_srv:
         common = ["--executor-base-url", srv.base_url, "--meta-base-url", meta_srv.base_url, "--meta-model", META_MODEL,
-                  "--max-concurrency", str(a.max_concurrency), "--no-progress", *data]
+                  "--max-concurrency", str(a.max_concurrency), "--no-progress", *data,
+                  # the sample timeout is scaled like latency (the CPU is not: at least 10 s), so samples that
+                  # would wait past 300 s in the request queue at real latency time out here too
+                  "--sample-timeout-s", f"{max(10.0, 300 * a.time_scale):g}"]
         # ---------------------------------------------------------------- collect
         if not a.skip_collect:
             cmd = [py, str(ROOT / "collect.py"), "--run", "rehearse", "--benchmarks", *TRAIN_BENCHMARKS,

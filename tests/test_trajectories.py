@@ -148,6 +148,19 @@ def test_state_stays_within_its_token_budget():
     assert env.history[0].name == "turn 0"  # dropped from the state, never from the record
 
 
+def test_the_newest_advanced_workflow_stays_in_the_state_past_the_budget():
+    """Rewards compare with the newest advanced workflow: the state must show it even when it alone does
+    not fit the budget (a long one, with its feedback); older ones leave first."""
+    env = make_env("http://127.0.0.1:9/v1", state_max_tokens=6144)
+    for name, code in prompts.seed_workflows("math"):
+        env.seeds.append(meta_agent.ArchiveEntry(name, code, 0.5, prompts.format_feedback(0.5, None, [])))
+    long = prompts.seed_workflows("math")[1][1] + "".join(f"# note {i}: {'x' * 80}\n" for i in range(80))
+    env.advance(meta_agent.ArchiveEntry("older", long, 0.6, prompts.format_feedback(0.6, 0.5, [])))
+    env.advance(meta_agent.ArchiveEntry("newest", long + "# v2\n", 0.7, prompts.format_feedback(0.7, 0.6, [])))
+    assert env.state_tokens(env._messages(env.seeds + env.history[-1:])) > 6144  # it does not fit alone
+    assert [e.name for e in env.archive()][-1:] == ["newest"] and "# v2" in env.state()[-1]["content"]
+
+
 def test_garbage_line_in_the_middle_stops_with_file_and_line(tmp_path):
     p = tmp_path / "t.jsonl"
     p.write_text('{"a": 1}\nnot json\n{"a": 3}\n{"a": 4')
