@@ -77,7 +77,7 @@ import sandbox
 from benchmarks import BENCHMARKS
 from benchmarks.overlap import overlap_counts
 from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, cost_usd as list_price,
-                      is_local_model, parse_args)
+                      is_local_model, model_weights, parse_args)
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, Scored, WorkflowEnv, check_run_config, load_benchmarks,
                         exit_now, open_cache, public_config, read_jsonl, read_jsonl_or_exit, record_usage, run_episode,
                         score_workflow as score_on)
@@ -641,8 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out_dir) if args.out_dir else Path("results") / args.run
     for sub in ("workflows", "scores", "trajectories"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    check_run_config(out / "config.json", {k: v for k, v in asdict(args).items() if k not in SINGLE_MODE},
-                     RESUMABLE_CHANGES)
+    config = {k: v for k, v in asdict(args).items() if k not in SINGLE_MODE}
+    check_run_config(out / "config.json", {**config, "meta_model_weights": model_weights(args.meta_model)},
+                     RESUMABLE_CHANGES)  # a checkpoint retrained in the same folder is another meta-agent
     random.seed(args.seeds[0])
     np.random.seed(args.seeds[0])
     done = {(r["benchmark"], r["executor_model"], r["method"], r["seed"]) for r in read_jsonl_or_exit(out / "results.jsonl")}

@@ -983,6 +983,7 @@ class LLM:
         self._clamp_said = False
         self._flags_lock = threading.Lock()
         self._secrets: list[str] = []
+        self.weights: str | None = None  # see model_weights
         if self.local:
             self.backend = "local"
             folder = Path(model).expanduser()
@@ -1010,6 +1011,7 @@ class LLM:
             raw = str(self._clients[0].base_url).rstrip("/")
             self._secrets = _url_secrets(raw) + ([api_key] if api_key != "EMPTY" and len(api_key) >= 3 else [])
             self.endpoint = redact_url(raw)  # never the credentials: it goes into error texts and logs
+            self.weights = model_weights(model)  # a served checkpoint: its weight files are part of the key
             if self._secrets:
                 _mask_in_logs(self._secrets)
             with _REGISTRY_LOCK:
@@ -1139,6 +1141,8 @@ class LLM:
             base["json_keys"] = list(json_keys)
         if seed:  # seed 0 or None: the default sample stream, shared by every run that sets no other seed
             base["seed"] = int(seed)
+        if self.weights:
+            base["weights"] = self.weights
         return [ResponseCache.make_key({**base, "i": i}) for i in range(first_index, first_index + n)]
 
     def _generate(self, messages, temperature, top_p, n, max_tokens, json_mode, seeds=None, got=None,
@@ -1259,6 +1263,13 @@ def _response_format(json_keys) -> dict:
     schema = {"type": "object", "properties": {k: {"type": "string"} for k in json_keys},
               "required": list(json_keys), "additionalProperties": False}
     return {"type": "json_schema", "json_schema": {"name": "reply", "strict": True, "schema": schema}}
+
+
+def model_weights(model: str) -> str | None:
+    """The fingerprint of the local folder `model` names (a checkpoint, also when vLLM serves it under its
+    path), else None: a checkpoint retrained in the same folder must not replay the old one's cache."""
+    folder = Path(model).expanduser()
+    return _folder_fingerprint(folder.resolve()) if (folder / "config.json").is_file() else None
 
 
 def _folder_fingerprint(path: Path) -> str:

@@ -660,3 +660,21 @@ def test_non_finite_sampling_parameters_are_the_callers_error(kwargs):
         with pytest.raises(ValueError, match="finite"):
             agent.call_llm(USER, **kwargs)
         assert srv.count == 0 and agent.usage.failed_calls == 0
+
+
+def test_a_served_checkpoint_retrained_in_its_folder_misses_the_old_cache(tmp_path):
+    """vLLM serves checkpoints/run under that path: the cache key holds its weight files, not just the name."""
+    ckpt = tmp_path / "checkpoints" / "run"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "model.safetensors").write_bytes(b"old weights")
+    cache = ResponseCache(tmp_path / "llm.sqlite")
+    with LocalServer() as srv:
+        def ask():
+            return LLM(str(ckpt), srv.base_url, "k", cache=cache, max_retries=0).chat(USER, temperature=0.0)
+        ask()
+        ask()
+        assert srv.count == 1  # the same weights: replayed
+        (ckpt / "model.safetensors").write_bytes(b"new, retrained weights")
+        ask()
+        assert srv.count == 2
