@@ -335,13 +335,18 @@ def memory_plan(config, num_params: int, largest_param: int, *, tokens: int, byt
     return plan
 
 
-def make_optimizer(params, name: str, *, lr: float, betas: tuple[float, float], weight_decay: float):
+def make_optimizer(params, name: str, *, lr: float, betas: tuple[float, float], weight_decay: float,
+                   sharded: bool = False):
     """AdamW over `params`. adamw_kahan (optimi): the update is computed in fp32 and what bf16 rounding drops is
     carried to the next step in a bf16 buffer; adamw: torch's AdamW, whose bf16 updates below half a bf16 step
-    are lost."""
+    are lost. sharded: the params are FSDP2 DTensor shards."""
     if name == "adamw_kahan":
         import optimi  # lazy: only this optimizer needs it
-        return optimi.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=1e-8, kahan_sum=True)
+        # optimi's Triton kernel indexes raw storage (on a DTensor: the global numel over a local shard) and
+        # its foreach path wants plain tensors, so FSDP shards are pinned to its per-tensor loop of torch
+        # ops, which DTensor runs on the local shard, rather than left to optimi's auto-detection
+        kernels = {"triton": False, "foreach": False} if sharded else {}
+        return optimi.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=1e-8, kahan_sum=True, **kernels)
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=1e-8)
 
 
@@ -554,7 +559,8 @@ def main(argv: list[str] | None = None) -> Path | None:
 
     # ---------------------------------------------------------------- optimizer and schedule
     def new_optimizer(params):
-        return make_optimizer(params, optimizer_name, lr=args.lr, betas=(args.beta1, args.beta2), weight_decay=args.weight_decay)
+        return make_optimizer(params, optimizer_name, lr=args.lr, betas=(args.beta1, args.beta2), weight_decay=args.weight_decay,
+                              sharded=world_size > 1)
     grad_sq = torch.zeros((), device=device)  # squared grad norm summed by the optimizer-in-backward hooks
     params = [p for p in model.parameters() if p.requires_grad]  # after fully_shard: the local shards
     optimizers = list(attach_optimizer_in_backward(model, new_optimizer, grad_sq).values()) if use_oib else [new_optimizer(params)]

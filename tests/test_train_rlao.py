@@ -351,3 +351,39 @@ def test_two_processes_train_the_same_model_as_one_and_resume(tmp_path, traj, ti
     c = load_file(tmp_path / "two" / "model.safetensors")
     assert all(torch.equal(b[k], c[k]) for k in b)
     assert strip(rows("two")) == uninterrupted
+
+
+def test_sharded_kahan_adamw_uses_optimis_per_tensor_loop():
+    """Under FSDP2 the Kahan AdamW is pinned to optimi's per-tensor loop: its Triton kernel would index a
+    DTensor shard by the global numel (review item A)."""
+    p = [torch.nn.Parameter(torch.zeros(4, dtype=torch.bfloat16))]
+    kw = dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
+    sharded = train_rlao.make_optimizer(p, "adamw_kahan", **kw, sharded=True)
+    assert sharded.defaults["triton"] is False and sharded.defaults["foreach"] is False
+    assert sharded.defaults["kahan_sum"] is True
+    one = train_rlao.make_optimizer(p, "adamw_kahan", **kw)  # one process: optimi picks its fastest kernel
+    assert one.defaults["triton"] is None and one.defaults["foreach"] is None
+
+
+
+def test_kahan_adamw_on_dtensor_shards_steps_like_on_plain_tensors():
+    """The sharded optimizer's loop runs on DTensor parameters (as FSDP2 leaves them) and gives the weights of
+    the same optimizer on plain tensors. A one-process gloo group: DTensor needs one, torchrun is not needed."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
+    torch.manual_seed(0)
+    w0, grads = torch.randn(8, 4, dtype=torch.bfloat16), [torch.randn(8, 4, dtype=torch.bfloat16) for _ in range(3)]
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        result = []
+        for make in (lambda t: t.clone(), lambda t: distribute_tensor(t.clone(), mesh, [Shard(0)])):
+            p = torch.nn.Parameter(make(w0))
+            opt = train_rlao.make_optimizer([p], "adamw_kahan", lr=1e-2, betas=(0.9, 0.95), weight_decay=0.01, sharded=True)
+            for g in grads:
+                p.grad = make(g)
+                opt.step()
+            result.append(p.detach().full_tensor() if hasattr(p, "full_tensor") else p.detach())
+    finally:
+        dist.destroy_process_group()
+    assert not torch.equal(result[0], w0) and torch.equal(result[0], result[1])
