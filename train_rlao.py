@@ -409,6 +409,16 @@ def save_checkpoint(path: Path, model, tokenizer, train_state: dict | None, opti
     barrier()
 
 
+def export_model(run_dir: Path, model, tokenizer, rank: int = 0) -> None:
+    """The model at the top of the run folder, written once (rank 0), file by file (each os.replace is
+    atomic); the rest of the folder (checkpoints, metrics) is left as it is."""
+    save_checkpoint(run_dir / "final", model, tokenizer, None, rank=rank)
+    if rank == 0:
+        for f in (run_dir / "final").iterdir():
+            os.replace(f, run_dir / f.name)
+        (run_dir / "final").rmdir()
+
+
 def newest_checkpoint(run_dir: Path) -> Path | None:
     steps = sorted(run_dir.glob("step_*[0-9]"), key=lambda p: int(p.name.split("_")[1]))
     steps = [p for p in steps if (p / "train_state.pt").exists()]
@@ -515,10 +525,18 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.dry_run:
         return None
     if (not train or num_steps == 0) and args.allow_no_samples:
+        # Refused, not exported, over trained work: its trajectories gave samples, so these are other ones
+        # (--resume would stop on them too), and the base model on top would pass the run off as untrained
+        trained = [p.name for p in sorted(run_dir.glob("step_*[0-9]"))]
+        if (run_dir / "model.safetensors").exists() and not (run_dir / "NOT_TRAINED.txt").exists():
+            trained.append("model.safetensors")
+        if trained:
+            sys.exit(f"{run_dir} holds trained work ({', '.join(trained)}) but these trajectories give no training "
+                     "sample: nothing exported, nothing deleted; check --trajectories and the filters, or choose another --run")
         # A 135M meta-agent may write no working workflow at all: say so loudly and hand the next stage
         # the base model, so a small pipeline still runs end to end. Nothing is trained.
         say(f"NO TRAINING SAMPLES: {run_dir} gets the base model {args.model} unchanged (--allow-no-samples)")
-        save_checkpoint(run_dir, AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype), tokenizer, None, rank=rank)
+        export_model(run_dir, AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype), tokenizer, rank)
         if rank == 0:
             (run_dir / "NOT_TRAINED.txt").write_text("no ok candidate in the trajectories: this is the base model\n")
         return run_dir
@@ -699,12 +717,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         say(f"final eval loss {ev['eval/loss']:.4f} | eval weighted loss {ev['eval/weighted_loss']:.4f}")
     if not (run_dir / f"step_{num_steps:06d}").exists():
         checkpoint_now(num_steps)
-    # the final model at the top of the run folder, written once (rank 0), file by file (each os.replace is atomic)
-    save_checkpoint(run_dir / "final", model, tokenizer, None, rank=rank)
+    export_model(run_dir, model, tokenizer, rank)
     if rank == 0:
-        for f in (run_dir / "final").iterdir():
-            os.replace(f, run_dir / f.name)
-        (run_dir / "final").rmdir()
         metrics.close()
     say(f"done: {run_dir}")
     if world_size > 1:

@@ -387,3 +387,25 @@ def test_kahan_adamw_on_dtensor_shards_steps_like_on_plain_tensors():
     finally:
         dist.destroy_process_group()
     assert not torch.equal(result[0], w0) and torch.equal(result[0], result[1])
+
+
+def test_allow_no_samples_never_deletes_recorded_work(tmp_path, traj, tiny_dir):
+    """--allow-no-samples with trajectories that give no sample (review item B): over a trained run (its step
+    checkpoint, --resume) it stops and leaves everything; into an untrained folder it keeps what is there."""
+    empty = tmp_path / "trajectories.jsonl"
+    shutil.copy(traj, empty)
+    run_dir = train_rlao.main(common(empty, tiny_dir, tmp_path, "trained", "--max-steps", "1", "--batch-size", "2"))
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    weights = (run_dir / "model.safetensors").read_bytes()
+    # the same file (--resume keeps the checkpoint's --trajectories), now without an ok candidate
+    empty.write_text(json.dumps(turn("gsm8k", 0, 0, "Task.", ["broken"], [None])) + "\n")
+    with pytest.raises(SystemExit, match=r"holds trained work \(step_000001, model.safetensors\).*nothing deleted"):
+        train_rlao.main(common(empty, tiny_dir, tmp_path, "trained", "--allow-no-samples", "--resume"))
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
+    assert (run_dir / "model.safetensors").read_bytes() == weights and not (run_dir / "NOT_TRAINED.txt").exists()
+    # a folder with a record but no trained model (a run stopped before its first checkpoint): exported beside it
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "metrics.jsonl").write_text('{"step": 1}\n')
+    out = train_rlao.main(common(empty, tiny_dir, tmp_path, "early", "--allow-no-samples"))
+    assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n' and (out / "NOT_TRAINED.txt").exists()
+    assert (out / "model.safetensors").exists() and not (out / "final").exists()
