@@ -43,6 +43,7 @@ import threading
 import time
 import typing
 import urllib.parse
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,41 @@ class Usage:
         self.cost_usd += rec.cost_usd
 
 
+def read_jsonl(path: Path, *, cut_torn_tail: bool = True) -> list[dict]:
+    """The records of an append-only jsonl log. A torn last line (a process killed mid-write: no newline,
+    not JSON) is cut off the file (a whole last record without its newline gets one) so a resumed run or
+    a Ledger appends on a line of its own, or only skipped with cut_torn_tail=False (readers such as
+    train_rlao.py and the run summaries leave the file alone). A bad line anywhere else is
+    an error naming the file and line: valid records after it are never dropped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records, good_bytes = [], 0
+    with open(path, "rb") as f:
+        lines = f.readlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():  # a blank line holds no record
+            good_bytes += len(line)
+            continue
+        try:
+            records.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if number == len(lines) and not line.endswith(b"\n"):
+                warnings.warn(f"{path}:{number}: torn last line (a killed write), "
+                              f"{'cut' if cut_torn_tail else 'skipped'}", stacklevel=2)
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line ({getattr(e, 'msg', e)}); the file is left as it "
+                             f"is. Fix or remove that line, then rerun.") from None
+        good_bytes += len(line)
+    if cut_torn_tail and good_bytes < path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
+    elif cut_torn_tail and lines and not lines[-1].endswith(b"\n"):  # a whole record killed before its newline
+        with open(path, "ab") as f:
+            f.write(b"\n")
+    return records
+
+
 class Ledger:
     """Thread-safe accounting of every call, an optional append-only calls.jsonl, an optional hard dollar budget.
 
@@ -209,6 +245,7 @@ class Ledger:
         self._file = None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            read_jsonl(self.path)  # cuts a torn last line (a killed run), so appends start on a line of their own
             self._file = open(self.path, "a", encoding="utf-8")
 
     def record(self, rec: CallRecord) -> None:
