@@ -648,23 +648,35 @@ class _LocalModel:
             try:
                 results = self._generate_batch(batch, *params)
                 for r, samples in zip(batch, results):
-                    r.future.set_result(samples)
+                    if isinstance(samples, BadRequestError):
+                        r.future.set_exception(samples)
+                    else:
+                        r.future.set_result(samples)
             except Exception as e:  # hand the error to every caller of this batch; the worker lives on
                 for r in batch:
                     if not r.future.done():
                         r.future.set_exception(LLMError(f"local generation failed: {type(e).__name__}: {e}"))
 
-    def _generate_batch(self, batch, temperature, top_p, max_tokens) -> list[list[_Sample]]:
-        import torch
-        from transformers import GenerationConfig
+    def _generate_batch(self, batch, temperature, top_p, max_tokens) -> list[list[_Sample] | BadRequestError]:
+        """Each request's samples, or a BadRequestError for a request whose prompt does not fit the context:
+        that caller's fault fails that request alone, the rest of the batch is generated."""
         tok = self.tokenizer
         prompts = []
         for r in batch:
             text = tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
             prompts.append(tok(text, add_special_tokens=False)["input_ids"])
+        fits = [len(p) < self.context for p in prompts]
+        got = iter(self._generate_fitting([r for r, ok in zip(batch, fits) if ok], [p for p, ok in zip(prompts, fits) if ok],
+                                          temperature, top_p, max_tokens) if any(fits) else [])
+        return [next(got) if ok else BadRequestError(f"the prompt has {len(p)} tokens, over the {self.context}-token "
+                                                     f"context of {Path(str(self.path)).name}; it was not generated")
+                for p, ok in zip(prompts, fits)]
+
+    def _generate_fitting(self, batch, prompts, temperature, top_p, max_tokens) -> list[list[_Sample]]:
+        import torch
+        from transformers import GenerationConfig
+        tok = self.tokenizer
         longest = max(len(p) for p in prompts)
-        if longest >= self.context:
-            raise ValueError(f"prompt of {longest} tokens does not fit the model's context of {self.context}")
         # each distinct prompt is one row (D rows), left-padded so that every row ends where generation starts
         distinct = list(dict.fromkeys(tuple(p) for p in prompts))
         input_ids = torch.full((len(distinct), longest), self.pad_id, dtype=torch.long)  # (D, T)

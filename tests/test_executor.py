@@ -385,6 +385,22 @@ def test_each_distinct_prompt_is_prefilled_once_and_outputs_do_not_change():
     assert tok.decode(ref[0, ids["input_ids"].shape[1]:], skip_special_tokens=True) == got[0][0].content
 
 
+def test_a_prompt_over_the_context_fails_alone_as_a_bad_request():
+    """One co-batched request over the model's context (review item D) is the caller's fault: it gets a
+    BadRequestError, and the other request of the same batch its reply."""
+    local = ex._local_model(ex.embedded_model_dir())
+    short = ex._LocalRequest([{"role": "user", "content": "Name a colour."}], (0.0, 1.0, 4), 1)
+    long = ex._LocalRequest([{"role": "user", "content": "word " * local.context}], (0.0, 1.0, 4), 2)
+    with local._cond:  # both queued at once, so the worker takes them as one batch
+        local._pending += [long, short]
+        local._cond.notify()
+    with pytest.raises(ex.BadRequestError, match=rf"the prompt has \d+ tokens, over the {local.context}-token context"):
+        long.future.result(timeout=120)
+    [reply] = short.future.result(timeout=120)
+    assert reply.content.strip() and reply.prompt_tokens > 0
+    assert reply.content == local._generate_batch([short], 0.0, 1.0, 4)[0][0].content  # as if it were alone
+
+
 # -- CLI and parse_args ----------------------------------------------------------------------------
 
 def test_cli_json(tmp_path):
