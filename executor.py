@@ -225,6 +225,16 @@ def read_jsonl(path: Path, *, cut_torn_tail: bool = True) -> list[dict]:
     return records
 
 
+class Budget:
+    """A hard dollar budget that one or more ledgers spend from together (evaluate.py: the executor's and the
+    meta-agent's), so their sum never passes it: `spent` and `reserved` are over all of them."""
+
+    def __init__(self, usd: float | None = None):
+        self.usd = usd
+        self.spent = self.reserved = 0.0
+        self.cond = threading.Condition()
+
+
 class Ledger:
     """Thread-safe accounting of every call, an optional append-only calls.jsonl, an optional hard dollar budget.
 
@@ -232,14 +242,14 @@ class Ledger:
     `LLM._worst_case_usd`); a call that cannot fit even once the calls in flight have settled is refused
     with BudgetExceeded, one that fits only after them waits for them. `release` returns the reservation
     when the call has been recorded with what it actually cost. So spent dollars never pass the budget, as
-    long as the server reports no more tokens than the prompt's bytes and max_tokens x n.
+    long as the server reports no more tokens than the prompt's bytes and max_tokens x n. Ledgers given one
+    `budget` (a Budget) reserve and spend against it together; otherwise each has its own of `budget_usd`.
     """
 
-    def __init__(self, path: str | Path | None = None, budget_usd: float | None = None):
+    def __init__(self, path: str | Path | None = None, budget_usd: float | None = None, budget: Budget | None = None):
         self.path = Path(path) if path else None
-        self.budget_usd = budget_usd
-        self._lock = threading.Condition()
-        self._reserved = 0.0
+        self.budget = budget if budget is not None else Budget(budget_usd)
+        self._lock = threading.Lock()
         self._totals = {"calls": 0, "cached_calls": 0, "errors": 0, "bad_requests": 0, "clamped_calls": 0,
                         "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
         self._file = None
@@ -263,35 +273,41 @@ class Ledger:
             if self._file:
                 self._file.write(line + "\n")
                 self._file.flush()  # the audit log survives a crash or a budget stop
+        with self.budget.cond:  # before the call's release (LLM._fill): its cost is spent before it is freed
+            self.budget.spent += rec.cost_usd
+
+    @property
+    def budget_usd(self) -> float | None:
+        return self.budget.usd
 
     def reserve(self, usd: float) -> None:
         """Set aside `usd` for a call about to be sent; BudgetExceeded when it can never fit."""
-        if self.budget_usd is None or usd <= 0:
+        b = self.budget
+        if b.usd is None or usd <= 0:
             return
-        with self._lock:
+        with b.cond:
             while True:
-                spent = self._totals["cost_usd"]
-                if spent + usd > self.budget_usd:
-                    raise self._exceeded(spent, f"the next call may cost up to ${usd:.4f}, which does not fit; ")
-                if spent + self._reserved + usd <= self.budget_usd:
-                    self._reserved += usd
+                if b.spent + usd > b.usd:
+                    raise self._exceeded(b.spent, f"the next call may cost up to ${usd:.4f}, which does not fit; ")
+                if b.spent + b.reserved + usd <= b.usd:
+                    b.reserved += usd
                     return
-                self._lock.wait()  # it fits once calls in flight release what they did not spend
+                b.cond.wait()  # it fits once calls in flight release what they did not spend
 
     def release(self, usd: float) -> None:
         """Return a reservation (after the call's actual cost has been recorded)."""
-        if self.budget_usd is None or usd <= 0:
+        b = self.budget
+        if b.usd is None or usd <= 0:
             return
-        with self._lock:
-            self._reserved = max(0.0, self._reserved - usd)
-            self._lock.notify_all()
+        with b.cond:
+            b.reserved = max(0.0, b.reserved - usd)
+            b.cond.notify_all()
 
     def check_budget(self) -> None:
         """Raise BudgetExceeded once the dollars spent reach the budget."""
-        with self._lock:
-            spent = self._totals["cost_usd"]
-            if self.budget_usd is not None and spent >= self.budget_usd:
-                raise self._exceeded(spent)
+        with self.budget.cond:
+            if self.budget.usd is not None and self.budget.spent >= self.budget.usd:
+                raise self._exceeded(self.budget.spent)
 
     def _exceeded(self, spent: float, why: str = "") -> BudgetExceeded:
         where = f"; every call is logged in {self.path}" if self.path else ""

@@ -347,6 +347,35 @@ def test_concurrency_is_bounded():
         assert srv.count == 6
 
 
+def test_two_ledgers_on_one_budget_never_spend_more_than_it_together():
+    """evaluate.py's executor and meta-agent ledgers share one Budget (review item E): calls from both, from
+    many threads at once, reserve against the sum, so it never passes the budget."""
+    from executor import Budget, CallRecord
+    budget = Budget(1.0)
+    ledgers = [Ledger(budget=budget), Ledger(budget=budget)]
+
+    def spend(ledger):
+        while True:
+            try:
+                ledger.reserve(0.125)  # the call's worst case
+            except BudgetExceeded:
+                return
+            time.sleep(0.001)  # in flight: other threads reserve meanwhile
+            ledger.record(CallRecord("m", cost_usd=0.125))
+            ledger.release(0.125)
+
+    threads = [threading.Thread(target=spend, args=(ledgers[i % 2],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spent = [lg.summary()["cost_usd"] for lg in ledgers]
+    assert sum(spent) == 1.0 and budget.spent == 1.0 and budget.reserved == 0.0
+    assert sum(lg.summary()["calls"] for lg in ledgers) == 8
+    with pytest.raises(BudgetExceeded, match=r"spent \$1.0000 of the \$1.0000 budget"):
+        ledgers[1].check_budget()
+
+
 # -- the embedded model ----------------------------------------------------------------------------
 
 def test_embedded_model_answers_offline():
