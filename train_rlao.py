@@ -613,8 +613,11 @@ def main(argv: list[str] | None = None) -> Path | None:
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda, last_epoch=start_step - 1) for o in optimizers]
     metrics_path = run_dir / "metrics.jsonl"
     if rank == 0 and metrics_path.exists():  # drop lines logged after the checkpoint we resume from (or all, on a fresh start)
-        lines = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start_step]
-        metrics_path.write_text("".join(ln + "\n" for ln in lines))
+        # read as every log is (a torn last line, a killed write, is dropped), rewritten whole by a rename
+        rows = [r for r in read_jsonl(metrics_path, cut_torn_tail=False) if r["step"] <= start_step]
+        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, metrics_path)
     metrics = open(metrics_path, "a") if rank == 0 else None
 
     def log(row: dict) -> None:

@@ -409,3 +409,17 @@ def test_allow_no_samples_never_deletes_recorded_work(tmp_path, traj, tiny_dir):
     out = train_rlao.main(common(empty, tiny_dir, tmp_path, "early", "--allow-no-samples"))
     assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n' and (out / "NOT_TRAINED.txt").exists()
     assert (out / "model.safetensors").exists() and not (out / "final").exists()
+
+
+def test_resume_after_a_torn_metrics_line(tmp_path, traj, tiny_dir):
+    """A run killed while writing metrics.jsonl leaves half a line: --resume drops it and goes on (the class of
+    review item C: every log is read back with the one torn-tail reader)."""
+    args = ["--max-steps", "2", "--batch-size", "2", "--save-every", "1", "--num-checkpoints-kept", "2"]
+    run_dir = train_rlao.main(common(traj, tiny_dir, tmp_path, "torn", *args))
+    shutil.rmtree(run_dir / "step_000002")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:20])  # step 2's line, torn
+    with pytest.warns(UserWarning, match="torn last line"):
+        train_rlao.main(common(traj, tiny_dir, tmp_path, "torn", *args, "--resume"))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and rows[0] == json.loads(lines[0])
