@@ -675,18 +675,25 @@ class _LocalModel:
 
     def _generate_batch(self, batch, temperature, top_p, max_tokens) -> list[list[_Sample] | BadRequestError]:
         """Each request's samples, or a BadRequestError for a request whose prompt does not fit the context:
-        that caller's fault fails that request alone, the rest of the batch is generated."""
+        that caller's fault fails that request alone, and nothing of it limits the rest of the batch."""
         tok = self.tokenizer
         prompts = []
         for r in batch:
             text = tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
             prompts.append(tok(text, add_special_tokens=False)["input_ids"])
-        fits = [len(p) < self.context for p in prompts]
-        got = iter(self._generate_fitting([r for r, ok in zip(batch, fits) if ok], [p for p, ok in zip(prompts, fits) if ok],
-                                          temperature, top_p, max_tokens) if any(fits) else [])
-        return [next(got) if ok else BadRequestError(f"the prompt has {len(p)} tokens, over the {self.context}-token "
-                                                     f"context of {Path(str(self.path)).name}; it was not generated")
-                for p, ok in zip(prompts, fits)]
+        results: list = [BadRequestError(f"the prompt has {len(p)} tokens, over the {self.context}-token context of "
+                                         f"{Path(str(self.path)).name}; it was not generated")
+                         if len(p) >= self.context else None for p in prompts]
+        # A reply that would run past the context is cut to what is left of it; in a batch, the longest
+        # prompt's cut would apply to every row, so such a request is generated alone
+        whole = [i for i, p in enumerate(prompts) if len(p) + max_tokens <= self.context]
+        groups = [whole] + [[i] for i, p in enumerate(prompts) if len(p) + max_tokens > self.context > len(p)]
+        for group in filter(None, groups):
+            got = self._generate_fitting([batch[i] for i in group], [prompts[i] for i in group], temperature, top_p,
+                                         max_tokens)
+            for i, samples in zip(group, got):
+                results[i] = samples
+        return results
 
     def _generate_fitting(self, batch, prompts, temperature, top_p, max_tokens) -> list[list[_Sample]]:
         import torch

@@ -430,6 +430,23 @@ def test_a_prompt_over_the_context_fails_alone_as_a_bad_request():
     assert reply.content == local._generate_batch([short], 0.0, 1.0, 4)[0][0].content  # as if it were alone
 
 
+def test_a_prompt_near_the_context_does_not_cut_the_replies_batched_with_it():
+    """A request whose reply must be cut short to fit the context is generated apart: the other request of the
+    batch gets its whole reply, as alone. (A small context stands in for the 8k one: same code, fast.)"""
+    local = ex._local_model(ex.embedded_model_dir())
+    short = ex._LocalRequest([{"role": "user", "content": "Tell me about the sea."}], (0.0, 1.0, 12), 1)
+    alone = local._generate_batch([short], 0.0, 1.0, 12)[0][0]
+    near = ex._LocalRequest([{"role": "user", "content": "sea " * 60}], (0.0, 1.0, 12), 1)
+    prompt = local.tokenizer.apply_chat_template(near.messages, tokenize=False, add_generation_prompt=True)
+    context, local.context = local.context, local._count_tokens(prompt) + 3
+    try:
+        got = local._generate_batch([short, near], 0.0, 1.0, 12)
+    finally:
+        local.context = context
+    assert alone.completion_tokens > 3 and got[0][0] == alone  # not cut to the near one's 3 tokens
+    assert got[1][0].completion_tokens <= 3
+
+
 # -- CLI and parse_args ----------------------------------------------------------------------------
 
 def test_cli_json(tmp_path):
