@@ -78,7 +78,7 @@ from benchmarks.overlap import overlap_counts
 from executor import (EMBEDDED, LLM, Agent, Budget, BudgetExceeded, Ledger, LLMError, cost_usd as list_price,
                       is_local_model, parse_args)
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, Scored, WorkflowEnv, check_run_config, load_benchmarks,
-                        exit_now, open_cache, public_config, read_jsonl, read_jsonl_or_exit, record_usage, run_episode,
+                        exit_now, open_cache, open_ledger, public_config, read_jsonl, read_jsonl_or_exit, record_usage, run_episode,
                         score_workflow as score_on)
 
 BASELINES = ("vanilla", "cot", "cot_sc", "self_refine", "llm_debate")
@@ -582,8 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = open_cache(args.cache)
     # one budget for both sides: every paid call of either reserves its worst case against the sum
     budget = Budget(args.budget_usd)
-    executor_ledger = Ledger(out / "calls.jsonl", budget=budget)
-    meta_ledger = Ledger(out / "meta_calls.jsonl", budget=budget)
+    executor_ledger = open_ledger(out / "calls.jsonl", budget=budget)
+    meta_ledger = open_ledger(out / "meta_calls.jsonl", budget=budget)
     cap = RequestCap(args.max_concurrency)  # one cap on executor requests for every job and executor model
     executors: dict[str, LLM] = {}
     meta: list[LLM] = []

@@ -463,6 +463,15 @@ def open_cache(enabled: bool, path: str = "cache/llm.sqlite") -> ResponseCache |
         sys.exit(f"error: {e}")
 
 
+def open_ledger(path: Path, **kwargs) -> Ledger:
+    """A stage's Ledger on its audit log; a bad line in the middle of the log stops the stage with one line
+    naming it (a torn last line is cut: see Ledger)."""
+    try:
+        return Ledger(path, **kwargs)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+
+
 def check_run_config(path: Path, config: dict, may_change: set[str]) -> None:
     """Write a run's config.json, or refuse to resume a run whose recorded config differs in a flag that
     changes what is computed (flags in `may_change`, such as budget or concurrency, may differ)."""
@@ -580,8 +589,8 @@ def main() -> None:
     done = read_jsonl_or_exit(traj_path)
     random.seed(args.seed)
     cache = open_cache(args.cache)
-    executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
-    meta_ledger = Ledger(out / "meta_calls.jsonl")
+    executor_ledger = open_ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
+    meta_ledger = open_ledger(out / "meta_calls.jsonl")
     executor = LLM(args.executor_model, args.executor_base_url, cache=cache, ledger=executor_ledger,
                    max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens,
                    json_schema=args.executor_json_schema)

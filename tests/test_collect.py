@@ -173,3 +173,13 @@ def test_audit_log_with_a_torn_last_line_is_cut_on_open_and_summed(tmp_path, tai
     assert collect.ledger_totals(path) == {"calls": 3 + bool(kept), "cached_calls": 1, "prompt_tokens": 8 + kept,
                                            "completion_tokens": 3, "cost_usd": 0.75, "latency_s": 0.0}
     assert path.read_text().endswith("\n") and all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_audit_log_with_a_bad_middle_line_stops_the_stage_with_one_line(tmp_path):
+    """Not a torn tail: a stage stops at setup naming file and line, and the log is left as it is."""
+    from meta_agent import open_ledger
+    path = tmp_path / "calls.jsonl"
+    path.write_text('{"model": "m"}\nnot json\n{"model": "m"}\n')
+    with pytest.raises(SystemExit, match=r"error: .*calls\.jsonl:2: not a JSON line"):
+        open_ledger(path)
+    assert path.read_text() == '{"model": "m"}\nnot json\n{"model": "m"}\n'
