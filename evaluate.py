@@ -78,8 +78,8 @@ from benchmarks.overlap import overlap_counts
 from executor import (EMBEDDED, LLM, Agent, Budget, BudgetExceeded, Ledger, LLMError, cost_usd as list_price,
                       is_local_model, parse_args)
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, Scored, WorkflowEnv, check_run_config, load_benchmarks,
-                        exit_now, open_cache, open_ledger, public_config, read_jsonl, read_jsonl_or_exit, record_usage, run_episode,
-                        score_workflow as score_on)
+                        exit_now, open_cache, open_ledger, public_config, read_jsonl, read_jsonl_or_exit, record_usage,
+                        run_episode, score_workflow as score_on)
 
 BASELINES = ("vanilla", "cot", "cot_sc", "self_refine", "llm_debate")
 METHODS = BASELINES + ("best_seed", "w4s")

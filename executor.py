@@ -696,6 +696,7 @@ class _LocalModel:
         return results
 
     def _generate_fitting(self, batch, prompts, temperature, top_p, max_tokens) -> list[list[_Sample]]:
+        """One generate() over requests whose prompts (token ids) all fit the context."""
         import torch
         from transformers import GenerationConfig
         tok = self.tokenizer
