@@ -722,6 +722,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         checkpoint_now(num_steps)
     export_model(run_dir, model, tokenizer, rank)
     if rank == 0:
+        # a base model exported here before (--allow-no-samples) has just been replaced: its marker would now lie
+        (run_dir / "NOT_TRAINED.txt").unlink(missing_ok=True)
         metrics.close()
     say(f"done: {run_dir}")
     if world_size > 1:

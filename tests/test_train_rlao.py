@@ -409,6 +409,9 @@ def test_allow_no_samples_never_deletes_recorded_work(tmp_path, traj, tiny_dir):
     out = train_rlao.main(common(empty, tiny_dir, tmp_path, "early", "--allow-no-samples"))
     assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n' and (out / "NOT_TRAINED.txt").exists()
     assert (out / "model.safetensors").exists() and not (out / "final").exists()
+    # trained later into that folder (samples now): the model is replaced, and the marker goes with it
+    train_rlao.main(common(traj, tiny_dir, tmp_path, "early", "--max-steps", "1", "--batch-size", "2"))
+    assert not (out / "NOT_TRAINED.txt").exists() and (out / "step_000001").exists()
 
 
 def test_resume_after_a_torn_metrics_line(tmp_path, traj, tiny_dir):
