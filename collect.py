@@ -45,9 +45,9 @@ from tqdm import tqdm
 import estimate
 from benchmarks import load_benchmark
 from benchmarks.overlap import overlap_report
-from executor import EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, parse_args
+from executor import EMBEDDED, LLM, Agent, BudgetExceeded, LLMError, parse_args, read_jsonl
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, WorkflowEnv, check_run_config, load_benchmarks,
-                        exit_now, open_cache, public_config, read_jsonl_or_exit, run_episode)
+                        exit_now, open_cache, open_ledger, public_config, read_jsonl_or_exit, run_episode)
 
 
 @dataclass
@@ -104,7 +104,7 @@ def save_workflows(out: Path, record: dict) -> None:
 
 def ledger_totals(path: Path) -> dict:
     """Totals of an audit log (all sessions of the run, resumes included)."""
-    rows = [json.loads(line) for line in open(path)] if path.exists() else []
+    rows = read_jsonl(path, cut_torn_tail=False)  # as the Ledger reads it; a missing log has no rows
     return {"calls": len(rows), "cached_calls": sum(bool(r.get("cached")) for r in rows),
             "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in rows),
             "completion_tokens": sum(r.get("completion_tokens", 0) for r in rows),
@@ -171,8 +171,8 @@ def main() -> None:
 
     # --- build the executor, the meta-agent and the benchmarks --------------------------------------
     cache = open_cache(args.cache)
-    executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
-    meta_ledger = Ledger(out / "meta_calls.jsonl")
+    executor_ledger = open_ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
+    meta_ledger = open_ledger(out / "meta_calls.jsonl")
     executor = LLM(args.executor_model, args.executor_base_url, cache=cache, ledger=executor_ledger,
                    max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens,
                    json_schema=args.executor_json_schema)

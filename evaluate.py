@@ -76,11 +76,11 @@ import prompts
 import sandbox
 from benchmarks import BENCHMARKS
 from benchmarks.overlap import overlap_counts
-from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, Ledger, LLMError, cost_usd as list_price,
+from executor import (EMBEDDED, LLM, Agent, Budget, BudgetExceeded, Ledger, LLMError, cost_usd as list_price,
                       is_local_model, model_weights, parse_args)
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, Scored, WorkflowEnv, check_run_config, load_benchmarks,
-                        exit_now, open_cache, public_config, read_jsonl, read_jsonl_or_exit, record_usage, run_episode,
-                        score_workflow as score_on)
+                        exit_now, open_cache, open_ledger, public_config, read_jsonl, read_jsonl_or_exit, record_usage,
+                        run_episode, score_workflow as score_on)
 
 BASELINES = ("vanilla", "cot", "cot_sc", "self_refine", "llm_debate")
 METHODS = BASELINES + ("best_seed", "w4s")
@@ -654,8 +654,10 @@ def main(argv: list[str] | None = None) -> int:
     # --- build the benchmarks, executors and the meta-agent (lazily: a finished run loads no model) ---
     benches = dict(zip(args.benchmarks, load_benchmarks(args.benchmarks, args.data_dir)))
     cache = open_cache(args.cache)
-    executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
-    meta_ledger = Ledger(out / "meta_calls.jsonl", budget_usd=args.budget_usd)
+    # one budget for both sides: every paid call of either reserves its worst case against the sum
+    budget = Budget(args.budget_usd)
+    executor_ledger = open_ledger(out / "calls.jsonl", budget=budget)
+    meta_ledger = open_ledger(out / "meta_calls.jsonl", budget=budget)
     cap = RequestCap(args.max_concurrency, args.tokens_per_minute)  # one cap on executor requests for every job
     share = SampleShare(args.max_concurrency)  # ... and the samples each job runs at once
     executors: dict[str, LLM] = {}
@@ -686,17 +688,6 @@ def main(argv: list[str] | None = None) -> int:
                 test_sets[bench.name] = bench.examples("test")[: args.limit_test or None]
             return test_sets[bench.name]
 
-    def check_budget() -> None:
-        # One budget for both sides: each ledger may spend what the other has left of it.
-        if args.budget_usd is None:
-            return
-        exec_spent, meta_spent = executor_ledger.summary()["cost_usd"], meta_ledger.summary()["cost_usd"]
-        if exec_spent + meta_spent >= args.budget_usd:
-            raise BudgetExceeded(f"executor + meta-agent spend ${exec_spent + meta_spent:.4f} reached "
-                                 f"--budget-usd {args.budget_usd}")
-        executor_ledger.budget_usd = args.budget_usd - meta_spent
-        meta_ledger.budget_usd = args.budget_usd - exec_spent
-
     def run_one(job: tuple) -> None:
         with share.job():
             score_job(job)
@@ -704,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     def score_job(job: tuple) -> None:
         """One (benchmark, executor, seed, method): its workflow(s) scored, one results.jsonl line."""
         name, model, seed, method = job
-        check_budget()
+        executor_ledger.check_budget()  # the shared budget: executor + meta-agent spend
         # The job's own ledgers give its line exact figures while other jobs call the same endpoints.
         exec_jobs, meta_jobs = JobLedger(executor_ledger, on_record=cap.spend), JobLedger(meta_ledger)
         llm = job_llm(executor_for(model), exec_jobs, cap.slot(0 if method == "w4s" else 1))

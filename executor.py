@@ -43,6 +43,7 @@ import threading
 import time
 import typing
 import urllib.parse
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,51 @@ class Usage:
         self.cost_usd += rec.cost_usd
 
 
+def read_jsonl(path: Path, *, cut_torn_tail: bool = True) -> list[dict]:
+    """The records of an append-only jsonl log. A torn last line (a process killed mid-write: no newline,
+    not JSON) is cut off the file (a whole last record without its newline gets one) so a resumed run or
+    a Ledger appends on a line of its own, or only skipped with cut_torn_tail=False (readers such as
+    train_rlao.py and the run summaries leave the file alone). A bad line anywhere else is
+    an error naming the file and line: valid records after it are never dropped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records, good_bytes = [], 0
+    with open(path, "rb") as f:
+        lines = f.readlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():  # a blank line holds no record
+            good_bytes += len(line)
+            continue
+        try:
+            records.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if number == len(lines) and not line.endswith(b"\n"):
+                warnings.warn(f"{path}:{number}: torn last line (a killed write), "
+                              f"{'cut' if cut_torn_tail else 'skipped'}", stacklevel=2)
+                break
+            raise ValueError(f"{path}:{number}: not a JSON line ({getattr(e, 'msg', e)}); the file is left as it "
+                             f"is. Fix or remove that line, then rerun.") from None
+        good_bytes += len(line)
+    if cut_torn_tail and good_bytes < path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
+    elif cut_torn_tail and lines and not lines[-1].endswith(b"\n"):  # a whole record killed before its newline
+        with open(path, "ab") as f:
+            f.write(b"\n")
+    return records
+
+
+class Budget:
+    """A hard dollar budget that one or more ledgers spend from together (evaluate.py: the executor's and the
+    meta-agent's), so their sum never passes it: `spent` and `reserved` are over all of them."""
+
+    def __init__(self, usd: float | None = None):
+        self.usd = usd
+        self.spent = self.reserved = 0.0
+        self.cond = threading.Condition()
+
+
 class Ledger:
     """Thread-safe accounting of every call, an optional append-only calls.jsonl, an optional hard dollar budget.
 
@@ -196,19 +242,20 @@ class Ledger:
     `LLM._worst_case_usd`); a call that cannot fit even once the calls in flight have settled is refused
     with BudgetExceeded, one that fits only after them waits for them. `release` returns the reservation
     when the call has been recorded with what it actually cost. So spent dollars never pass the budget, as
-    long as the server reports no more tokens than the prompt's bytes and max_tokens x n.
+    long as the server reports no more tokens than the prompt's bytes and max_tokens x n. Ledgers given one
+    `budget` (a Budget) reserve and spend against it together; otherwise each has its own of `budget_usd`.
     """
 
-    def __init__(self, path: str | Path | None = None, budget_usd: float | None = None):
+    def __init__(self, path: str | Path | None = None, budget_usd: float | None = None, budget: Budget | None = None):
         self.path = Path(path) if path else None
-        self.budget_usd = budget_usd
-        self._lock = threading.Condition()
-        self._reserved = 0.0
+        self.budget = budget if budget is not None else Budget(budget_usd)
+        self._lock = threading.Lock()
         self._totals = {"calls": 0, "cached_calls": 0, "errors": 0, "bad_requests": 0, "clamped_calls": 0,
                         "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
         self._file = None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            read_jsonl(self.path)  # cuts a torn last line (a killed run), so appends start on a line of their own
             self._file = open(self.path, "a", encoding="utf-8")
 
     def record(self, rec: CallRecord) -> None:
@@ -226,35 +273,41 @@ class Ledger:
             if self._file:
                 self._file.write(line + "\n")
                 self._file.flush()  # the audit log survives a crash or a budget stop
+        with self.budget.cond:  # before the call's release (LLM._fill): its cost is spent before it is freed
+            self.budget.spent += rec.cost_usd
+
+    @property
+    def budget_usd(self) -> float | None:
+        return self.budget.usd
 
     def reserve(self, usd: float) -> None:
         """Set aside `usd` for a call about to be sent; BudgetExceeded when it can never fit."""
-        if self.budget_usd is None or usd <= 0:
+        b = self.budget
+        if b.usd is None or usd <= 0:
             return
-        with self._lock:
+        with b.cond:
             while True:
-                spent = self._totals["cost_usd"]
-                if spent + usd > self.budget_usd:
-                    raise self._exceeded(spent, f"the next call may cost up to ${usd:.4f}, which does not fit; ")
-                if spent + self._reserved + usd <= self.budget_usd:
-                    self._reserved += usd
+                if b.spent + usd > b.usd:
+                    raise self._exceeded(b.spent, f"the next call may cost up to ${usd:.4f}, which does not fit; ")
+                if b.spent + b.reserved + usd <= b.usd:
+                    b.reserved += usd
                     return
-                self._lock.wait()  # it fits once calls in flight release what they did not spend
+                b.cond.wait()  # it fits once calls in flight release what they did not spend
 
     def release(self, usd: float) -> None:
         """Return a reservation (after the call's actual cost has been recorded)."""
-        if self.budget_usd is None or usd <= 0:
+        b = self.budget
+        if b.usd is None or usd <= 0:
             return
-        with self._lock:
-            self._reserved = max(0.0, self._reserved - usd)
-            self._lock.notify_all()
+        with b.cond:
+            b.reserved = max(0.0, b.reserved - usd)
+            b.cond.notify_all()
 
     def check_budget(self) -> None:
         """Raise BudgetExceeded once the dollars spent reach the budget."""
-        with self._lock:
-            spent = self._totals["cost_usd"]
-            if self.budget_usd is not None and spent >= self.budget_usd:
-                raise self._exceeded(spent)
+        with self.budget.cond:
+            if self.budget.usd is not None and self.budget.spent >= self.budget.usd:
+                raise self._exceeded(self.budget.spent)
 
     def _exceeded(self, spent: float, why: str = "") -> BudgetExceeded:
         where = f"; every call is logged in {self.path}" if self.path else ""
@@ -612,23 +665,43 @@ class _LocalModel:
             try:
                 results = self._generate_batch(batch, *params)
                 for r, samples in zip(batch, results):
-                    r.future.set_result(samples)
+                    if isinstance(samples, BadRequestError):
+                        r.future.set_exception(samples)
+                    else:
+                        r.future.set_result(samples)
             except Exception as e:  # hand the error to every caller of this batch; the worker lives on
                 for r in batch:
                     if not r.future.done():
                         r.future.set_exception(LLMError(f"local generation failed: {type(e).__name__}: {e}"))
 
-    def _generate_batch(self, batch, temperature, top_p, max_tokens) -> list[list[_Sample]]:
-        import torch
-        from transformers import GenerationConfig
+    def _generate_batch(self, batch, temperature, top_p, max_tokens) -> list[list[_Sample] | BadRequestError]:
+        """Each request's samples, or a BadRequestError for a request whose prompt does not fit the context:
+        that caller's fault fails that request alone, and nothing of it limits the rest of the batch."""
         tok = self.tokenizer
         prompts = []
         for r in batch:
             text = tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
             prompts.append(tok(text, add_special_tokens=False)["input_ids"])
+        results: list = [BadRequestError(f"the prompt has {len(p)} tokens, over the {self.context}-token context of "
+                                         f"{Path(str(self.path)).name}; it was not generated")
+                         if len(p) >= self.context else None for p in prompts]
+        # A reply that would run past the context is cut to what is left of it; in a batch, the longest
+        # prompt's cut would apply to every row, so such a request is generated alone
+        whole = [i for i, p in enumerate(prompts) if len(p) + max_tokens <= self.context]
+        groups = [whole] + [[i] for i, p in enumerate(prompts) if len(p) + max_tokens > self.context > len(p)]
+        for group in filter(None, groups):
+            got = self._generate_fitting([batch[i] for i in group], [prompts[i] for i in group], temperature, top_p,
+                                         max_tokens)
+            for i, samples in zip(group, got):
+                results[i] = samples
+        return results
+
+    def _generate_fitting(self, batch, prompts, temperature, top_p, max_tokens) -> list[list[_Sample]]:
+        """One generate() over requests whose prompts (token ids) all fit the context."""
+        import torch
+        from transformers import GenerationConfig
+        tok = self.tokenizer
         longest = max(len(p) for p in prompts)
-        if longest >= self.context:
-            raise ValueError(f"prompt of {longest} tokens does not fit the model's context of {self.context}")
         distinct = list(dict.fromkeys(tuple(p) for p in prompts))  # D rows, one per distinct prompt
         # n samples of a request = n rows of its prompt (B rows), as num_return_sequences but mixed n can batch
         rows = [distinct.index(tuple(p)) for r, p in zip(batch, prompts) for _ in range(r.n)]

@@ -33,7 +33,6 @@ import re
 import sys
 import threading
 import time
-import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -45,7 +44,7 @@ from tqdm import tqdm
 import prompts
 import sandbox
 from executor import (EMBEDDED, LLM, Agent, BudgetExceeded, CacheError, Ledger, LLMError, ResponseCache, Usage,
-                      parse_args, redact_url)
+                      parse_args, read_jsonl, redact_url)
 
 FAILURE_REASONS = ("no_code_block", "syntax_error", "no_solver", "runtime_error", "timeout", "bad_return",
                    "bad_request", "protocol_error", "zero_accuracy")
@@ -470,6 +469,15 @@ def open_cache(enabled: bool, path: str = "cache/llm.sqlite") -> ResponseCache |
         sys.exit(f"error: {e}")
 
 
+def open_ledger(path: Path, **kwargs) -> Ledger:
+    """A stage's Ledger on its audit log; a bad line in the middle of the log stops the stage with one line
+    naming it (a torn last line is cut: see Ledger)."""
+    try:
+        return Ledger(path, **kwargs)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+
+
 def check_run_config(path: Path, config: dict, may_change: set[str]) -> None:
     """Write a run's config.json, or refuse to resume a run whose recorded config differs in a flag that
     changes what is computed (flags in `may_change`, such as budget or concurrency, may differ)."""
@@ -482,37 +490,6 @@ def check_run_config(path: Path, config: dict, may_change: set[str]) -> None:
             sys.exit(f"error: {path.parent} was made with a different config; refusing to resume.\n{lines}\n"
                      f"Use the recorded values, or a new --run name.")
     path.write_text(json.dumps(config, indent=2))
-
-
-def read_jsonl(path: Path, *, cut_torn_tail: bool = True) -> list[dict]:
-    """The records of an append-only jsonl log. A torn last line (a process killed mid-write: no newline,
-    not JSON) is cut off the file so a resumed run appends after the last record, or only skipped with
-    cut_torn_tail=False (readers such as train_rlao.py leave the file alone). A bad line anywhere else is
-    an error naming the file and line: valid records after it are never dropped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    records, good_bytes = [], 0
-    with open(path, "rb") as f:
-        lines = f.readlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():  # a blank line holds no record
-            good_bytes += len(line)
-            continue
-        try:
-            records.append(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if number == len(lines) and not line.endswith(b"\n"):
-                warnings.warn(f"{path}:{number}: torn last line (a killed write), "
-                              f"{'cut' if cut_torn_tail else 'skipped'}", stacklevel=2)
-                break
-            raise ValueError(f"{path}:{number}: not a JSON line ({getattr(e, 'msg', e)}); the file is left as it "
-                             f"is. Fix or remove that line, then rerun.") from None
-        good_bytes += len(line)
-    if cut_torn_tail and good_bytes < path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
-    return records
 
 
 def exit_now(status: int) -> None:
@@ -618,8 +595,8 @@ def main() -> None:
     done = read_jsonl_or_exit(traj_path)
     random.seed(args.seed)
     cache = open_cache(args.cache)
-    executor_ledger = Ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
-    meta_ledger = Ledger(out / "meta_calls.jsonl")
+    executor_ledger = open_ledger(out / "calls.jsonl", budget_usd=args.budget_usd)
+    meta_ledger = open_ledger(out / "meta_calls.jsonl")
     executor = LLM(args.executor_model, args.executor_base_url, cache=cache, ledger=executor_ledger,
                    max_concurrency=args.max_concurrency, max_tokens=args.executor_max_tokens,
                    json_schema=args.executor_json_schema)

@@ -335,13 +335,18 @@ def memory_plan(config, num_params: int, largest_param: int, *, tokens: int, byt
     return plan
 
 
-def make_optimizer(params, name: str, *, lr: float, betas: tuple[float, float], weight_decay: float):
+def make_optimizer(params, name: str, *, lr: float, betas: tuple[float, float], weight_decay: float,
+                   sharded: bool = False):
     """AdamW over `params`. adamw_kahan (optimi): the update is computed in fp32 and what bf16 rounding drops is
     carried to the next step in a bf16 buffer; adamw: torch's AdamW, whose bf16 updates below half a bf16 step
-    are lost."""
+    are lost. sharded: the params are FSDP2 DTensor shards."""
     if name == "adamw_kahan":
         import optimi  # lazy: only this optimizer needs it
-        return optimi.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=1e-8, kahan_sum=True)
+        # optimi's Triton kernel indexes raw storage (on a DTensor: the global numel over a local shard) and
+        # its foreach path wants plain tensors, so FSDP shards are pinned to its per-tensor loop of torch
+        # ops, which DTensor runs on the local shard, rather than left to optimi's auto-detection
+        kernels = {"triton": False, "foreach": False} if sharded else {}
+        return optimi.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=1e-8, kahan_sum=True, **kernels)
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=1e-8)
 
 
@@ -402,6 +407,16 @@ def save_checkpoint(path: Path, model, tokenizer, train_state: dict | None, opti
         shutil.rmtree(path, ignore_errors=True)
         os.rename(tmp, path)
     barrier()
+
+
+def export_model(run_dir: Path, model, tokenizer, rank: int = 0) -> None:
+    """The model at the top of the run folder, written once (rank 0), file by file (each os.replace is
+    atomic); the rest of the folder (checkpoints, metrics) is left as it is."""
+    save_checkpoint(run_dir / "final", model, tokenizer, None, rank=rank)
+    if rank == 0:
+        for f in (run_dir / "final").iterdir():
+            os.replace(f, run_dir / f.name)
+        (run_dir / "final").rmdir()
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
@@ -510,10 +525,18 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.dry_run:
         return None
     if (not train or num_steps == 0) and args.allow_no_samples:
+        # Refused, not exported, over trained work: its trajectories gave samples, so these are other ones
+        # (--resume would stop on them too), and the base model on top would pass the run off as untrained
+        trained = [p.name for p in sorted(run_dir.glob("step_*[0-9]"))]
+        if (run_dir / "model.safetensors").exists() and not (run_dir / "NOT_TRAINED.txt").exists():
+            trained.append("model.safetensors")
+        if trained:
+            sys.exit(f"{run_dir} holds trained work ({', '.join(trained)}) but these trajectories give no training "
+                     "sample: nothing exported, nothing deleted; check --trajectories and the filters, or choose another --run")
         # A 135M meta-agent may write no working workflow at all: say so loudly and hand the next stage
         # the base model, so a small pipeline still runs end to end. Nothing is trained.
         say(f"NO TRAINING SAMPLES: {run_dir} gets the base model {args.model} unchanged (--allow-no-samples)")
-        save_checkpoint(run_dir, AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype), tokenizer, None, rank=rank)
+        export_model(run_dir, AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype), tokenizer, rank)
         if rank == 0:
             (run_dir / "NOT_TRAINED.txt").write_text("no ok candidate in the trajectories: this is the base model\n")
         return run_dir
@@ -554,7 +577,8 @@ def main(argv: list[str] | None = None) -> Path | None:
 
     # ---------------------------------------------------------------- optimizer and schedule
     def new_optimizer(params):
-        return make_optimizer(params, optimizer_name, lr=args.lr, betas=(args.beta1, args.beta2), weight_decay=args.weight_decay)
+        return make_optimizer(params, optimizer_name, lr=args.lr, betas=(args.beta1, args.beta2), weight_decay=args.weight_decay,
+                              sharded=world_size > 1)
     grad_sq = torch.zeros((), device=device)  # squared grad norm summed by the optimizer-in-backward hooks
     params = [p for p in model.parameters() if p.requires_grad]  # after fully_shard: the local shards
     optimizers = list(attach_optimizer_in_backward(model, new_optimizer, grad_sq).values()) if use_oib else [new_optimizer(params)]
@@ -589,8 +613,11 @@ def main(argv: list[str] | None = None) -> Path | None:
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda, last_epoch=start_step - 1) for o in optimizers]
     metrics_path = run_dir / "metrics.jsonl"
     if rank == 0 and metrics_path.exists():  # drop lines logged after the checkpoint we resume from (or all, on a fresh start)
-        lines = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start_step]
-        metrics_path.write_text("".join(ln + "\n" for ln in lines))
+        # read as every log is (a torn last line, a killed write, is dropped), rewritten whole by a rename
+        rows = [r for r in read_jsonl(metrics_path, cut_torn_tail=False) if r["step"] <= start_step]
+        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, metrics_path)
     metrics = open(metrics_path, "a") if rank == 0 else None
 
     def log(row: dict) -> None:
@@ -693,12 +720,10 @@ def main(argv: list[str] | None = None) -> Path | None:
         say(f"final eval loss {ev['eval/loss']:.4f} | eval weighted loss {ev['eval/weighted_loss']:.4f}")
     if not (run_dir / f"step_{num_steps:06d}").exists():
         checkpoint_now(num_steps)
-    # the final model at the top of the run folder, written once (rank 0), file by file (each os.replace is atomic)
-    save_checkpoint(run_dir / "final", model, tokenizer, None, rank=rank)
+    export_model(run_dir, model, tokenizer, rank)
     if rank == 0:
-        for f in (run_dir / "final").iterdir():
-            os.replace(f, run_dir / f.name)
-        (run_dir / "final").rmdir()
+        # a base model exported here before (--allow-no-samples) has just been replaced: its marker would now lie
+        (run_dir / "NOT_TRAINED.txt").unlink(missing_ok=True)
         metrics.close()
     say(f"done: {run_dir}")
     if world_size > 1:

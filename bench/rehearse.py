@@ -48,7 +48,7 @@ from benchmarks import BENCHMARKS, load_benchmark  # noqa: E402
 from evaluate import METHODS  # noqa: E402
 import prompts  # noqa: E402
 from estimate import KINDS  # noqa: E402
-from executor import cost_usd  # noqa: E402
+from executor import cost_usd, read_jsonl  # noqa: E402
 from meta_agent import extract_solver_code, static_check  # noqa: E402
 from sim_server import QuestionIndex, SimConfig, Simulator, SimServer, tokens  # noqa: E402
 
@@ -78,7 +78,7 @@ def run_stage(cmd: list[str], cwd: Path, log: Path, kill_when=None) -> dict:
 
 def ledger(path: Path, model: str) -> dict:
     """Calls of an audit log: all, paid (not cached), errors, tokens, list-price dollars."""
-    rows = [json.loads(line) for line in open(path)] if path.exists() else []
+    rows = read_jsonl(path, cut_torn_tail=False)  # a run killed mid-write leaves a torn last line
     paid = [r for r in rows if not r.get("cached")]
     p, c = sum(r["prompt_tokens"] for r in rows), sum(r["completion_tokens"] for r in rows)
     pp, pc = sum(r["prompt_tokens"] for r in paid), sum(r["completion_tokens"] for r in paid)

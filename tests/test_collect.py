@@ -1,5 +1,6 @@
 """collect.py end to end as a user runs it (a subprocess), against scripted local meta-agent and executor
 servers: the trajectory file, a real SIGKILL mid-turn and its resume, a budget cut, a changed config."""
+import contextlib
 import json
 import os
 import signal
@@ -153,3 +154,32 @@ def test_ctrl_c_while_candidates_are_scored_stops_at_once(golds, data_dir, tmp_p
         out, _ = proc.communicate(timeout=60)  # the old code waited for the hanging calls (600 s)
     assert proc.returncode == 130, out
     assert "interrupted" in out and (tmp_path / "runs/t/summary.json").exists()
+
+
+@pytest.mark.parametrize("tail", ['{"model": "m", "prompt_tokens": 9, "cost', '{"model": "m", "prompt_tokens": 9}'])
+def test_audit_log_with_a_torn_last_line_is_cut_on_open_and_summed(tmp_path, tail):
+    """A killed write leaves half a line (or a whole record without its newline) at the end of calls.jsonl
+    (review item C): the next Ledger cuts it (or ends it) before appending, and the summary reads every line."""
+    import collect
+    from executor import CallRecord, Ledger
+    path = tmp_path / "calls.jsonl"
+    whole = [{"model": "m", "prompt_tokens": 3, "cost_usd": 0.25}, {"model": "m", "cached": True, "completion_tokens": 2}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in whole) + tail)
+    with pytest.warns(UserWarning, match="torn last line") if tail.endswith("cost") else contextlib.nullcontext():
+        ledger = Ledger(path)
+    ledger.record(CallRecord("m", prompt_tokens=5, completion_tokens=1, cost_usd=0.5))
+    ledger.close()
+    kept = 9 if tail.endswith("}") else 0  # a whole record is kept
+    assert collect.ledger_totals(path) == {"calls": 3 + bool(kept), "cached_calls": 1, "prompt_tokens": 8 + kept,
+                                           "completion_tokens": 3, "cost_usd": 0.75, "latency_s": 0.0}
+    assert path.read_text().endswith("\n") and all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_audit_log_with_a_bad_middle_line_stops_the_stage_with_one_line(tmp_path):
+    """Not a torn tail: a stage stops at setup naming file and line, and the log is left as it is."""
+    from meta_agent import open_ledger
+    path = tmp_path / "calls.jsonl"
+    path.write_text('{"model": "m"}\nnot json\n{"model": "m"}\n')
+    with pytest.raises(SystemExit, match=r"error: .*calls\.jsonl:2: not a JSON line"):
+        open_ledger(path)
+    assert path.read_text() == '{"model": "m"}\nnot json\n{"model": "m"}\n'

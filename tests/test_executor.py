@@ -347,6 +347,35 @@ def test_concurrency_is_bounded():
         assert srv.count == 6
 
 
+def test_two_ledgers_on_one_budget_never_spend_more_than_it_together():
+    """evaluate.py's executor and meta-agent ledgers share one Budget (review item E): calls from both, from
+    many threads at once, reserve against the sum, so it never passes the budget."""
+    from executor import Budget, CallRecord
+    budget = Budget(1.0)
+    ledgers = [Ledger(budget=budget), Ledger(budget=budget)]
+
+    def spend(ledger):
+        while True:
+            try:
+                ledger.reserve(0.125)  # the call's worst case
+            except BudgetExceeded:
+                return
+            time.sleep(0.001)  # in flight: other threads reserve meanwhile
+            ledger.record(CallRecord("m", cost_usd=0.125))
+            ledger.release(0.125)
+
+    threads = [threading.Thread(target=spend, args=(ledgers[i % 2],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spent = [lg.summary()["cost_usd"] for lg in ledgers]
+    assert sum(spent) == 1.0 and budget.spent == 1.0 and budget.reserved == 0.0
+    assert sum(lg.summary()["calls"] for lg in ledgers) == 8
+    with pytest.raises(BudgetExceeded, match=r"spent \$1.0000 of the \$1.0000 budget"):
+        ledgers[1].check_budget()
+
+
 # -- the embedded model ----------------------------------------------------------------------------
 
 def test_embedded_model_answers_offline():
@@ -393,6 +422,39 @@ def test_shared_prompt_parts_are_run_once_and_outputs_do_not_change():
             ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
             ref = local.model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=local.pad_id)
             assert tok.decode(ref[0, ids["input_ids"].shape[1]:], skip_special_tokens=True) == reply
+
+
+def test_a_prompt_over_the_context_fails_alone_as_a_bad_request():
+    """One co-batched request over the model's context (review item D) is the caller's fault: it gets a
+    BadRequestError, and the other request of the same batch its reply."""
+    local = ex._local_model(ex.embedded_model_dir())
+    short = ex._LocalRequest([{"role": "user", "content": "Name a colour."}], (0.0, 1.0, 4), 1)
+    long = ex._LocalRequest([{"role": "user", "content": "word " * local.context}], (0.0, 1.0, 4), 2)
+    with local._cond:  # both queued at once, so the worker takes them as one batch
+        local._pending += [long, short]
+        local._cond.notify()
+    with pytest.raises(ex.BadRequestError, match=rf"the prompt has \d+ tokens, over the {local.context}-token context"):
+        long.future.result(timeout=120)
+    [reply] = short.future.result(timeout=120)
+    assert reply.content.strip() and reply.prompt_tokens > 0
+    assert reply.content == local._generate_batch([short], 0.0, 1.0, 4)[0][0].content  # as if it were alone
+
+
+def test_a_prompt_near_the_context_does_not_cut_the_replies_batched_with_it():
+    """A request whose reply must be cut short to fit the context is generated apart: the other request of the
+    batch gets its whole reply, as alone. (A small context stands in for the 8k one: same code, fast.)"""
+    local = ex._local_model(ex.embedded_model_dir())
+    short = ex._LocalRequest([{"role": "user", "content": "Tell me about the sea."}], (0.0, 1.0, 12), 1)
+    alone = local._generate_batch([short], 0.0, 1.0, 12)[0][0]
+    near = ex._LocalRequest([{"role": "user", "content": "sea " * 60}], (0.0, 1.0, 12), 1)
+    prompt = local.tokenizer.apply_chat_template(near.messages, tokenize=False, add_generation_prompt=True)
+    context, local.context = local.context, local._count_tokens(prompt) + 3
+    try:
+        got = local._generate_batch([short, near], 0.0, 1.0, 12)
+    finally:
+        local.context = context
+    assert alone.completion_tokens > 3 and got[0][0] == alone  # not cut to the near one's 3 tokens
+    assert got[1][0].completion_tokens <= 3
 
 
 # -- CLI and parse_args ----------------------------------------------------------------------------

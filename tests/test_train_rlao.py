@@ -351,3 +351,78 @@ def test_two_processes_train_the_same_model_as_one_and_resume(tmp_path, traj, ti
     c = load_file(tmp_path / "two" / "model.safetensors")
     assert all(torch.equal(b[k], c[k]) for k in b)
     assert strip(rows("two")) == uninterrupted
+
+
+def test_sharded_kahan_adamw_uses_optimis_per_tensor_loop():
+    """Under FSDP2 the Kahan AdamW is pinned to optimi's per-tensor loop: its Triton kernel would index a
+    DTensor shard by the global numel (review item A)."""
+    p = [torch.nn.Parameter(torch.zeros(4, dtype=torch.bfloat16))]
+    kw = dict(lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
+    sharded = train_rlao.make_optimizer(p, "adamw_kahan", **kw, sharded=True)
+    assert sharded.defaults["triton"] is False and sharded.defaults["foreach"] is False
+    assert sharded.defaults["kahan_sum"] is True
+    one = train_rlao.make_optimizer(p, "adamw_kahan", **kw)  # one process: optimi picks its fastest kernel
+    assert one.defaults["triton"] is None and one.defaults["foreach"] is None
+
+
+
+def test_kahan_adamw_on_dtensor_shards_steps_like_on_plain_tensors():
+    """The sharded optimizer's loop runs on DTensor parameters (as FSDP2 leaves them) and gives the weights of
+    the same optimizer on plain tensors. A one-process gloo group: DTensor needs one, torchrun is not needed."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
+    torch.manual_seed(0)
+    w0, grads = torch.randn(8, 4, dtype=torch.bfloat16), [torch.randn(8, 4, dtype=torch.bfloat16) for _ in range(3)]
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        result = []
+        for make in (lambda t: t.clone(), lambda t: distribute_tensor(t.clone(), mesh, [Shard(0)])):
+            p = torch.nn.Parameter(make(w0))
+            opt = train_rlao.make_optimizer([p], "adamw_kahan", lr=1e-2, betas=(0.9, 0.95), weight_decay=0.01, sharded=True)
+            for g in grads:
+                p.grad = make(g)
+                opt.step()
+            result.append(p.detach().full_tensor() if hasattr(p, "full_tensor") else p.detach())
+    finally:
+        dist.destroy_process_group()
+    assert not torch.equal(result[0], w0) and torch.equal(result[0], result[1])
+
+
+def test_allow_no_samples_never_deletes_recorded_work(tmp_path, traj, tiny_dir):
+    """--allow-no-samples with trajectories that give no sample (review item B): over a trained run (its step
+    checkpoint, --resume) it stops and leaves everything; into an untrained folder it keeps what is there."""
+    empty = tmp_path / "trajectories.jsonl"
+    shutil.copy(traj, empty)
+    run_dir = train_rlao.main(common(empty, tiny_dir, tmp_path, "trained", "--max-steps", "1", "--batch-size", "2"))
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    weights = (run_dir / "model.safetensors").read_bytes()
+    # the same file (--resume keeps the checkpoint's --trajectories), now without an ok candidate
+    empty.write_text(json.dumps(turn("gsm8k", 0, 0, "Task.", ["broken"], [None])) + "\n")
+    with pytest.raises(SystemExit, match=r"holds trained work \(step_000001, model.safetensors\).*nothing deleted"):
+        train_rlao.main(common(empty, tiny_dir, tmp_path, "trained", "--allow-no-samples", "--resume"))
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
+    assert (run_dir / "model.safetensors").read_bytes() == weights and not (run_dir / "NOT_TRAINED.txt").exists()
+    # a folder with a record but no trained model (a run stopped before its first checkpoint): exported beside it
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "metrics.jsonl").write_text('{"step": 1}\n')
+    out = train_rlao.main(common(empty, tiny_dir, tmp_path, "early", "--allow-no-samples"))
+    assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n' and (out / "NOT_TRAINED.txt").exists()
+    assert (out / "model.safetensors").exists() and not (out / "final").exists()
+    # trained later into that folder (samples now): the model is replaced, and the marker goes with it
+    train_rlao.main(common(traj, tiny_dir, tmp_path, "early", "--max-steps", "1", "--batch-size", "2"))
+    assert not (out / "NOT_TRAINED.txt").exists() and (out / "step_000001").exists()
+
+
+def test_resume_after_a_torn_metrics_line(tmp_path, traj, tiny_dir):
+    """A run killed while writing metrics.jsonl leaves half a line: --resume drops it and goes on (the class of
+    review item C: every log is read back with the one torn-tail reader)."""
+    args = ["--max-steps", "2", "--batch-size", "2", "--save-every", "1", "--num-checkpoints-kept", "2"]
+    run_dir = train_rlao.main(common(traj, tiny_dir, tmp_path, "torn", *args))
+    shutil.rmtree(run_dir / "step_000002")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text(lines[0] + "\n" + lines[1][:20])  # step 2's line, torn
+    with pytest.warns(UserWarning, match="torn last line"):
+        train_rlao.main(common(traj, tiny_dir, tmp_path, "torn", *args, "--resume"))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and rows[0] == json.loads(lines[0])
