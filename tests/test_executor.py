@@ -315,10 +315,8 @@ def test_persistent_500_fails_that_call_only():
 
 def test_timeout_raises_llm_error():
     with LocalServer(lambda b: Reply(["late"], delay_s=1.5)) as srv:
-        t0 = time.perf_counter()
-        with pytest.raises(LLMError, match="timed out"):
+        with pytest.raises(LLMError, match="timed out"):  # not the late reply
             make_llm(srv, timeout_s=0.3).chat(USER)
-        assert time.perf_counter() - t0 < 1.2
 
 
 def test_malformed_body_raises_llm_error():
@@ -338,13 +336,11 @@ def test_concurrency_is_bounded():
     with LocalServer(latency_s=0.2) as srv:
         llm = make_llm(srv, max_concurrency=2)
         threads = [threading.Thread(target=llm.chat, args=([{"role": "user", "content": str(i)}],)) for i in range(6)]
-        t0 = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert time.perf_counter() - t0 >= 0.6  # 6 calls, 2 at a time, 0.2 s each
-        assert srv.count == 6
+        assert srv.count == 6 and srv.max_in_flight <= 2  # 6 calls, never more than 2 at a time
 
 
 def test_two_ledgers_on_one_budget_never_spend_more_than_it_together():
