@@ -46,13 +46,13 @@ EVAL_BENCHMARKS  ?= mmlu_pro
 TRAIN_FLAGS      ?= --num-epochs 1 --max-steps $(if $(filter tiny,$(SCALE)),1,2) --max-len 4096 --dtype float32 \
                     --allow-no-samples
 ifeq ($(SCALE),cpu)
-# 4 validation / 8 test examples, 2 turns x 2 candidates, one repair, 192-token actions (decoding at a
-# 4k-token state runs ~0.4 s a token on one core); a sample's 5 LLM-Debate calls take ~6 min on one core
-# (300 s timed them all out), so its timeout is 900 s
-COLLECT_FLAGS    ?= --num-episodes 1 --num-turns 2 --num-candidates 2 --limit-valid 4 --max-repairs 1 \
-                    --max-new-tokens 192 --executor-max-tokens 48
-EVAL_FLAGS       ?= --iterations 1 --limit-valid 4 --limit-test 8 --max-repairs 1 --max-new-tokens 192 \
-                    --executor-max-tokens 48 --sample-timeout-s 900
+# 3 validation / 6 test examples, 2 turns x 2 candidates, one repair, 160-token actions and 40-token
+# executor replies (decoding at a 4k-token state runs ~0.4 s a token on one core); a sample's 5
+# LLM-Debate calls take ~6 min on one core (300 s timed them all out), so its timeout is 900 s
+COLLECT_FLAGS    ?= --num-episodes 1 --num-turns 2 --num-candidates 2 --limit-valid 3 --max-repairs 1 \
+                    --max-new-tokens 160 --executor-max-tokens 40
+EVAL_FLAGS       ?= --iterations 1 --limit-valid 3 --limit-test 6 --max-repairs 1 --max-new-tokens 160 \
+                    --executor-max-tokens 40 --sample-timeout-s 900
 else
 # tiny, the smallest end-to-end run (CI): 2 examples, 1 turn, 1 candidate, a few dozen tokens per call
 COLLECT_FLAGS    ?= --num-episodes 1 --num-turns 1 --num-candidates 1 --limit-valid 2 --max-repairs 0 \
