@@ -194,26 +194,34 @@ def score_workflow(code: str, examples: list[dict], score: Callable[[Any, dict],
                    sample_timeout_s: float = 300.0, max_concurrency: int = 32) -> Scored:
     """Run `code` on `examples` in the sandbox (it sees only solver_inputs) and score every sample.
 
-    A spent budget (BudgetExceeded) or an endpoint failure (LLMError: any executor call of the run failed
-    for an endpoint reason, after the client's retries) is raised, never turned into a score: rerun, and
-    the cache answers the calls already made. A sample that failed for its own reasons scores 0 (a bad
-    request, the caller's fault, is one of them)."""
+    A spent budget (BudgetExceeded) or an endpoint failure is raised, never turned into a score: a sample
+    with a call that failed for an endpoint reason (after the client's retries) runs once more, and if
+    it fails so again the run raises LLMError (rerun the stage: the cache answers the calls already
+    made). A sample that failed for its own reasons scores 0 (a bad request, the caller's fault, is one)."""
     t0 = time.time()
     run = sandbox.run_workflow(code, [solver_inputs(e) for e in examples], agent,
                                sample_timeout_s=sample_timeout_s, max_concurrency=max_concurrency)
+    spent = list(run.samples)  # every attempt's usage counts
+    again = [i for i, s in enumerate(run.samples) if s.failed_calls]
+    if again:  # a transient endpoint failure (a dropped connection on a long run): those samples once more
+        rerun = sandbox.run_workflow(code, [solver_inputs(examples[i]) for i in again], agent,
+                                     sample_timeout_s=sample_timeout_s, max_concurrency=max_concurrency)
+        for i, s in zip(again, rerun.samples):
+            run.samples[i] = s
+        spent += rerun.samples
     if agent.llm.ledger is not None:
         agent.llm.ledger.check_budget()
-    calls, failed = sum(s.calls for s in run.samples), sum(s.failed_calls for s in run.samples)
+    calls, failed = sum(s.calls for s in spent), sum(s.failed_calls for s in run.samples)
     if failed:
         first = next((s.error for s in run.samples if s.failed_calls and s.error), "")
-        raise LLMError(f"{failed} of {calls} executor calls of this workflow run failed for an endpoint reason "
+        raise LLMError(f"{failed} executor calls of this workflow run failed for an endpoint reason twice "
                        f"(5xx/429 after retries, timeout, connection); no score is recorded. {first[-300:]}")
     scores = [0.0 if s.error is not None else float(score(s.answer, e)) for s, e in zip(run.samples, examples)]
     failures = Counter(_sample_reason(s, run) for s in run.samples if s.error is not None)
     return Scored(accuracy=sum(scores) / len(scores) if scores else 0.0, scores=scores, calls=calls,
-                  prompt_tokens=sum(s.prompt_tokens for s in run.samples),
-                  completion_tokens=sum(s.completion_tokens for s in run.samples),
-                  cost_usd=sum(s.cost_usd for s in run.samples), failures=dict(failures),
+                  prompt_tokens=sum(s.prompt_tokens for s in spent),
+                  completion_tokens=sum(s.completion_tokens for s in spent),
+                  cost_usd=sum(s.cost_usd for s in spent), failures=dict(failures),
                   wall_s=time.time() - t0, run=run)
 
 

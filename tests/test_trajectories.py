@@ -91,11 +91,28 @@ def test_an_endpoint_failure_in_any_sample_is_never_a_score():
     with LocalServer(flaky) as srv:
         env = make_env(srv.base_url)
         code = prompts.baseline_workflows("math")["cot"]
-        with pytest.raises(LLMError, match="1 of 2 executor calls"):
+        with pytest.raises(LLMError, match="1 executor calls .* failed for an endpoint reason twice"):
             meta_agent.score_workflow(code, EXAMPLES, score, env.agent)
         bad = 'def solver(agent, task):\n    agent.call_llm([{"role": "user", "content": "x" * 500000}])\n'
         s = meta_agent.score_workflow(bad, EXAMPLES, score, env.agent)  # the caller's fault stays its own
     assert s.scores == [0.0, 0.0] and set(s.failures) == {"bad_request"}
+
+
+def test_a_transient_endpoint_failure_runs_that_sample_once_more():
+    """A call lost once (a dropped connection after the client's retries) must not stop a long run: the
+    sample runs again, is scored, and both attempts' calls are counted."""
+    lost = []
+
+    def once(body):
+        text = json.dumps(body["messages"])
+        if "3 + 4" in text and not lost:
+            lost.append(1)
+            return Reply(["down"], status=500)
+        return Reply([json.dumps({"reasoning": "r", "answer": "7" if "3 + 4" in text else "3"})] * body.get("n", 1))
+    with LocalServer(once) as srv:
+        env = make_env(srv.base_url)
+        s = meta_agent.score_workflow(prompts.baseline_workflows("math")["cot"], EXAMPLES, score, env.agent)
+    assert s.scores == [1.0, 1.0] and s.calls == 3 and lost == [1]
 
 
 def test_dead_endpoint_in_single_workflow_mode_exits_nonzero(tmp_path, data_dir):
