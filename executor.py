@@ -744,9 +744,7 @@ class _LocalModel:
             [s s s s . . a a]      positions come from the mask (as generate() numbers them), so the
             [s s s s b b b b]      gap changes nothing; with no shared part it is plain left padding."""
         import torch
-        shared = min(len(p) for p in distinct) - 1
-        for p in distinct[1:]:
-            shared = next((i for i, (a, b) in enumerate(zip(distinct[0][:shared], p)) if a != b), shared)
+        shared = min([len(p) - 1 for p in distinct] + [_common_prefix(distinct[0], p) for p in distinct[1:]])
         width = shared + max(len(p) - shared for p in distinct)
         ids = torch.full((len(distinct), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -770,14 +768,10 @@ class _LocalModel:
         import torch
         from transformers import DynamicCache
 
-        def common(stored):
-            return next((i for i, (a, b) in enumerate(zip(stored, prefix)) if a != b), min(len(stored), len(prefix)))
-        stored = max(self._prefixes, key=common, default=())
-        have = common(stored) if stored else 0
-        cache = DynamicCache(config=self.model.config)
-        if have:
-            cache = DynamicCache(ddp_cache_data=[(k[..., :have, :], v[..., :have, :]) for k, v in self._prefixes[stored]],
-                                 config=self.model.config)
+        stored = max(self._prefixes, key=lambda t: _common_prefix(t, prefix), default=())
+        have = _common_prefix(stored, prefix)
+        cache = DynamicCache(ddp_cache_data=[(k[..., :have, :], v[..., :have, :]) for k, v in self._prefixes[stored]],
+                             config=self.model.config) if have else DynamicCache(config=self.model.config)
         if len(prefix) > have:
             self.model(input_ids=torch.tensor([prefix[have:]], device=self.device),
                        position_ids=torch.arange(have, len(prefix), device=self.device)[None],
@@ -820,6 +814,11 @@ class _LocalModel:
                 raise ValueError(f"JSON-mode grammar for keys {list(r.json_keys)} failed: {fresh.get_error()}")
             matchers += [fresh.deep_copy() for _ in range(r.n)]  # one per row: each sample walks it alone
         return [_JsonLogitsProcessor(matchers, self.eos_ids[0])]
+
+
+def _common_prefix(a: tuple, b: tuple) -> int:
+    """How many leading tokens two prompts share."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 _LOCAL_MODELS: dict[str, _LocalModel] = {}
