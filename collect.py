@@ -47,7 +47,8 @@ from benchmarks import load_benchmark
 from benchmarks.overlap import overlap_report
 from executor import EMBEDDED, LLM, Agent, BudgetExceeded, LLMError, parse_args, read_jsonl
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, WorkflowEnv, check_run_config, load_benchmarks,
-                        exit_now, open_cache, open_ledger, public_config, read_jsonl_or_exit, run_episode)
+                        exit_now, open_cache, open_ledger, public_config, read_jsonl_or_exit, run_episode,
+                        turn_writer)
 
 
 @dataclass
@@ -91,15 +92,6 @@ class Args:
 # Flags that may change between a run and its resume: they do not change what is computed.
 RESUMABLE_CHANGES = {"budget_usd", "max_concurrency", "max_parallel_candidates", "progress", "num_episodes",
                      "num_turns", "estimate", "latency_s", "meta_latency_s", "call_profile"}
-
-
-def save_workflows(out: Path, record: dict) -> None:
-    """Every candidate that produced code, as a .py file with its outcome in a header comment."""
-    for i, c in enumerate(record["candidates"]):
-        if c["code"]:
-            name = f"{record['benchmark']}_ep{record['episode']}_turn{record['turn']:02d}_cand{i}.py"
-            header = f"# valid_acc={c['valid_acc']} reward={c['reward']} status={c['status']} reason={c['reason']}\n"
-            (out / "workflows" / name).write_text(header + c["code"])
 
 
 def ledger_totals(path: Path) -> dict:
@@ -185,10 +177,10 @@ def main() -> None:
     jobs = [(b, e) for b in benches for e in range(args.num_episodes)]
     try:
         with open(traj_path, "a") as log:
+            write = turn_writer(log, out / "workflows")
+
             def on_record(record: dict) -> None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                save_workflows(out, record)
+                write(record)
                 records.append(record)
 
             for bench, episode in tqdm(jobs, desc="episodes", disable=not args.progress):

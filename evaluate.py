@@ -80,7 +80,7 @@ from executor import (EMBEDDED, LLM, Agent, Budget, BudgetExceeded, Ledger, LLME
                       is_local_model, model_weights, parse_args)
 from meta_agent import (DEFAULT_STATE_MAX_TOKENS, Policy, Scored, WorkflowEnv, check_run_config, load_benchmarks,
                         exit_now, open_cache, open_ledger, public_config, read_jsonl, read_jsonl_or_exit, record_usage,
-                        run_episode, score_workflow as score_on)
+                        run_episode, score_workflow as score_on, turn_writer)
 
 BASELINES = ("vanilla", "cot", "cot_sc", "self_refine", "llm_debate")
 METHODS = BASELINES + ("best_seed", "w4s")
@@ -727,11 +727,8 @@ def main(argv: list[str] | None = None) -> int:
             done_turns = sorted(read_jsonl_or_exit(traj_path), key=lambda r: r["turn"])[: args.iterations]
             replayed = record_usage(done_turns)  # search cost of turns made before a resume
             with open(traj_path, "a") as log:
-                def on_record(record: dict) -> None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                result = run_episode(env, policy, num_turns=args.iterations,
-                                     num_candidates=args.num_candidates, done=done_turns, on_record=on_record,
+                result = run_episode(env, policy, num_turns=args.iterations, num_candidates=args.num_candidates,
+                                     done=done_turns, on_record=turn_writer(log),
                                      max_parallel_candidates=args.max_parallel_candidates,
                                      record_fields={"run": args.run, "benchmark": name,
                                                     "meta_model": args.meta_model, "executor_model": model})

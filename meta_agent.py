@@ -51,6 +51,7 @@ FAILURE_REASONS = ("no_code_block", "syntax_error", "no_solver", "runtime_error"
 # Fences count only at the start of a line (Markdown allows 3 spaces): a workflow may hold "```" in a string.
 _OPEN_FENCE = re.compile(r"^ {0,3}```[ \t]*(?:python3?|py)?[ \t]*\r?\n", re.MULTILINE | re.IGNORECASE)
 _CLOSE_FENCE = re.compile(r"^ {0,3}```[ \t]*\r?$", re.MULTILINE)
+USAGE_KEYS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd")
 DEFAULT_STATE_MAX_TOKENS = 6144  # state + a ~2k-token action fit --max-len 8192 and a 32k context
 
 
@@ -304,12 +305,23 @@ class WorkflowEnv:
 
     def reset(self) -> list[dict]:
         """Evaluate the seed workflows on validation and return the initial state."""
-        self.seeds, self.history = [], []
+        self.seeds, self.history, self.seed_usage = [], [], Counter()
         for name, code in prompts.seed_workflows(self.kind):
             s = self._run(code, self.valid)
+            self.seed_usage.update({k: getattr(s, k) for k in USAGE_KEYS})
             rng = random.Random(derive_seed(self.seed, self.episode, "seed", name))
             self.seeds.append(ArchiveEntry(name, code, s.accuracy, self._feedback(s.accuracy, None, s.run,
                                                                                   s.scores, rng)))
+        self.best_acc = max(e.valid_acc for e in self.seeds)
+        self.prev_acc = self.seeds[-1].valid_acc
+        return self.state()
+
+    def restore(self, record: dict) -> list[dict]:
+        """Start from the seeds as a recorded turn holds them: a resumed episode goes on from the scores
+        its recorded turns were rewarded against, not from a second scoring (with another cache,
+        --no-cache or another endpoint it could differ), and pays nothing for them again."""
+        self.seeds, self.history = [ArchiveEntry(**e) for e in record["seeds"]], []
+        self.seed_usage = Counter(record.get("seed_usage", {}))
         self.best_acc = max(e.valid_acc for e in self.seeds)
         self.prev_acc = self.seeds[-1].valid_acc
         return self.state()
@@ -422,7 +434,7 @@ def run_turn(env: WorkflowEnv, policy: Policy, *, turn: int, num_candidates: int
             return policy.sample(messages, n, seed=seed, usage=mine)
         finally:
             with lock:
-                for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd"):
+                for k in USAGE_KEYS:
                     setattr(usage, k, getattr(usage, k) + getattr(mine, k))
 
     actions = sample(state, num_candidates, derive_seed(env.seed, env.episode, turn))
@@ -438,24 +450,30 @@ def run_turn(env: WorkflowEnv, policy: Policy, *, turn: int, num_candidates: int
     finally:  # on Ctrl-C, do not wait for candidates still scoring (the stage exits with exit_now)
         pool.shutdown(wait=False, cancel_futures=True)
     best = env.reward_and_advance(candidates, turn)
-    meta_usage = {k: getattr(usage, k) for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd")}
+    meta_usage = {k: getattr(usage, k) for k in USAGE_KEYS}
     return state, candidates, best, meta_usage
 
 
 def turn_record(*, run: str, benchmark: str, episode: int, turn: int, seed: int, meta_model: str,
                 executor_model: str, state: list[dict], candidates: list[Candidate], best: int | None,
-                meta_usage: dict | None = None) -> dict:
+                meta_usage: dict | None = None, seeds: list[ArchiveEntry] = (),
+                seed_usage: dict | None = None) -> dict:
     """One trajectories.jsonl line (format in the README); each candidate's `messages` is the exact chat
-    that produced its final action, `meta_usage` what the turn's meta-agent calls used."""
+    that produced its final action, `meta_usage` what the turn's meta-agent calls used, `seeds` the seed
+    workflows with the scores and feedback the episode started from (a resume restores them) and
+    `seed_usage` what scoring them spent (counted once per episode, at turn 0)."""
     return {"run": run, "benchmark": benchmark, "episode": episode, "turn": turn, "seed": seed,
             "meta_model": meta_model, "executor_model": executor_model, "state": state,
-            "candidates": [asdict(c) for c in candidates], "best": best, "meta_usage": meta_usage or {}}
+            "candidates": [asdict(c) for c in candidates], "best": best, "meta_usage": meta_usage or {},
+            "seeds": [asdict(e) for e in seeds], "seed_usage": dict(seed_usage or {})}
 
 
 def record_usage(records: list[dict]) -> dict:
     """Executor and meta-agent calls, tokens and recorded dollars of finished turns (for resumed runs)."""
     total = Counter()
     for r in records:
+        if r["turn"] == 0:  # the seeds are scored once per episode
+            total.update({k: v for k, v in r.get("seed_usage", {}).items() if k != "cost_usd"})
         for c in r["candidates"]:
             for k in ("calls", "prompt_tokens", "completion_tokens"):
                 total[k] += c.get(k, 0)
@@ -517,6 +535,21 @@ def read_jsonl_or_exit(path: Path) -> list[dict]:
         sys.exit(f"error: {e}")
 
 
+def turn_writer(log, workflows: Path | None = None) -> Callable[[dict], None]:
+    """The `on_record` of run_episode: append each turn to the open trajectories log and flush it (a killed
+    run loses at most the turn in flight); with `workflows`, also write every candidate that produced code
+    there as `<benchmark>_ep<episode>_turn<TT>_cand<i>.py`, its outcome in a header comment."""
+    def write(record: dict) -> None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        for i, c in enumerate(record["candidates"] if workflows else []):
+            if c["code"]:
+                name = f"{record['benchmark']}_ep{record['episode']}_turn{record['turn']:02d}_cand{i}.py"
+                (workflows / name).write_text(f"# valid_acc={c['valid_acc']} reward={c['reward']} "
+                                              f"status={c['status']} reason={c['reason']}\n{c['code']}")
+    return write
+
+
 def load_benchmarks(names: list[str], data_dir: str | None) -> list:
     """Benchmarks by name for a stage's setup: an unknown name or missing data stops with one clear line,
     before the stage writes anything."""
@@ -535,13 +568,17 @@ def run_episode(env: WorkflowEnv, policy: Policy, *, num_turns: int, num_candida
                 record_fields: dict, done: list[dict] | None = None,
                 on_record: Callable[[dict], None] = lambda r: None,
                 max_parallel_candidates: int = 4) -> EpisodeResult:
-    """Reset, replay the turns already `done` (resume), then play the remaining turns.
+    """Start (score the seeds, or on resume restore them from the first recorded turn), replay the turns
+    already `done`, then play the remaining turns.
 
     `on_record` receives each new turn's record as soon as the turn ends (collect.py appends it to
     trajectories.jsonl and flushes), so a killed run loses at most the turn in flight.
     """
-    env.reset()
     records = list(done or [])
+    if records and "seeds" in records[0]:
+        env.restore(records[0])
+    else:
+        env.reset()  # a fresh episode (or one recorded before turns held their seeds): score the seeds
     for record in records:
         env.replay(record)
     bar = tqdm(range(len(records), num_turns), desc=f"turns ({record_fields.get('benchmark', '')})",
@@ -550,7 +587,8 @@ def run_episode(env: WorkflowEnv, policy: Policy, *, num_turns: int, num_candida
         state, candidates, best, meta_usage = run_turn(env, policy, turn=turn, num_candidates=num_candidates,
                                                        max_parallel_candidates=max_parallel_candidates)
         record = turn_record(turn=turn, state=state, candidates=candidates, best=best, meta_usage=meta_usage,
-                             episode=env.episode, seed=env.seed, **record_fields)
+                             seeds=env.seeds, seed_usage=env.seed_usage, episode=env.episode, seed=env.seed,
+                             **record_fields)
         on_record(record)
         records.append(record)
         bar.set_postfix(best=f"{env.best_acc:.3f}")
@@ -618,19 +656,11 @@ def main() -> None:
     # --- optimise ---------------------------------------------------------------------------------
     t0 = time.time()
     log = open(traj_path, "a")
-
-    def save(record: dict) -> None:
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        for i, c in enumerate(record["candidates"]):
-            if c["code"]:
-                (out / "workflows" / f"turn{record['turn']:02d}_cand{i}.py").write_text(
-                    f"# valid_acc={c['valid_acc']} status={c['status']} reason={c['reason']}\n{c['code']}")
-
     try:
         result = run_episode(env, policy, num_turns=args.turns, num_candidates=args.num_candidates,
                              record_fields={"run": out.name, "benchmark": bench.name, "meta_model": args.meta_model,
-                                            "executor_model": args.executor_model}, done=done, on_record=save)
+                                            "executor_model": args.executor_model}, done=done,
+                             on_record=turn_writer(log, out / "workflows"))
     except (BudgetExceeded, LLMError, KeyboardInterrupt) as e:
         log.close()
         print(f"stopped: {type(e).__name__}: {e}. Finished turns are kept in {traj_path}; "

@@ -292,3 +292,35 @@ def test_stage_with_a_corrupt_cache_stops_with_one_line_and_masks_credentials(tm
     assert (tmp_path / "cache" / "llm.sqlite").read_bytes().startswith(b"this is not")  # kept as it was
     config = (tmp_path / "runs" / "r" / "config.json").read_text()
     assert "sk-secret" not in config + proc.stdout + proc.stderr
+
+
+def test_a_resumed_episode_goes_on_from_its_recorded_seed_scores():
+    """A resume re-scored the seeds: with another cache, --no-cache or an endpoint that now answers
+    otherwise, the resumed turns were rewarded against other references than the recorded ones, and the
+    seeds were paid for again. The seeds' scores and feedback are in every record and a resume restores them."""
+    right = {"on": True}
+
+    def executor(body):
+        text = json.dumps(body["messages"])
+        answer = ("7" if "3 + 4" in text else "3") if right["on"] else "0"
+        return Reply([json.dumps({"reasoning": "r", "answer": answer})] * body.get("n", 1))
+
+    def meta(body):  # a working workflow that scores 1 of 2
+        return Reply(["Try.\n```python\ndef solver(agent, task):\n    return {'answer': '3'}\n```\n"] * body.get("n", 1))
+
+    fields = {"run": "r", "benchmark": "b", "meta_model": "m", "executor_model": "e"}
+    with LocalServer(executor) as ex, LocalServer(meta) as mt:
+        policy = Policy(LLM("test-meta", mt.base_url, api_key="k"))
+        first = meta_agent.run_episode(make_env(ex.base_url), policy, num_turns=1, num_candidates=1,
+                                       record_fields=fields).records
+        right["on"] = False  # the endpoint now answers otherwise: a second scoring of the seeds would differ
+        seen = ex.count
+        env = make_env(ex.base_url)
+        resumed = meta_agent.run_episode(env, policy, num_turns=2, num_candidates=1, record_fields=fields,
+                                         done=first).records
+    assert max(e.valid_acc for e in env.seeds) == 1.0 and resumed[:1] == first  # as recorded, not 0.0 now
+    assert ex.count == seen  # the candidate calls no executor: nothing was paid for the seeds again
+    assert [e["valid_acc"] for e in first[0]["seeds"]] == [e.valid_acc for e in env.seeds]
+    assert resumed[1]["seeds"] == first[0]["seeds"]
+    for e in first[0]["seeds"]:  # the resumed turn was sampled from the seeds' recorded feedback
+        assert e["feedback"].splitlines()[0] in resumed[1]["state"][1]["content"]
