@@ -943,6 +943,9 @@ class _EndpointSlots:
 _SLOTS: dict[str, _EndpointSlots] = {}
 _NO_JSON_MODE: set[tuple[str, str]] = set()  # (endpoint, model) pairs whose server rejected response_format
 _NO_SEED: set[tuple[str, str]] = set()  # ... and those that rejected `seed`
+_NO_N: set[tuple[str, str]] = set()  # ... those that rejected `n` or returned fewer choices than asked for
+_N_PROVEN: set[tuple[str, str]] = set()  # ... and those that returned n > 1 choices for one request
+# Process-wide, like the slots: every LLM of an endpoint (evaluate's per-job copies included) learns once.
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -1050,10 +1053,7 @@ class LLM:
         self.max_n, self.max_prompt_chars = int(max_n), int(max_prompt_chars)
         self.max_concurrency = max(1, int(max_concurrency))
         self._sem = threading.BoundedSemaphore(max_concurrency)
-        self._n_ok = True  # set False once the endpoint returns fewer choices than asked for
-        self._n_proven = False  # True once it returned n > 1 choices for one request (one prompt billed)
         self._clamp_said = False
-        self._flags_lock = threading.Lock()
         self._secrets: list[str] = []
         self.weights: str | None = None  # see model_weights
         if self.local:
@@ -1123,8 +1123,8 @@ class LLM:
         if self.local:
             return 0.0
         prompt = sum(len(m["content"].encode("utf-8", "surrogatepass")) + len(m["role"]) + 8 for m in messages) + 8
-        with self._flags_lock:
-            requests = 1 if self._n_proven or n == 1 else n
+        with _REGISTRY_LOCK:
+            requests = 1 if (self.endpoint, self.model) in _N_PROVEN or n == 1 else n
         return cost_usd(self.model, prompt * requests, max_tokens * n)
 
     def _chat(self, messages, *, temperature=0.5, top_p=1.0, n=1, max_tokens=None, json_mode=False, seed=None,
@@ -1230,17 +1230,17 @@ class LLM:
                                             json_keys if json_mode else None)
         seeds = seeds or [sample_seed(0, i) for i in range(n)]
         got = [] if got is None else got
-        with self._flags_lock:
-            ask_n = n if self._n_ok else 1
+        with _REGISTRY_LOCK:
+            ask_n = 1 if (self.endpoint, self.model) in _NO_N else n
         samples = self._request(messages, temperature, top_p, ask_n, max_tokens, json_mode, seeds[0], json_keys)
         got += samples
         if ask_n > 1 and len(samples) >= ask_n:
-            with self._flags_lock:
-                self._n_proven = True
+            with _REGISTRY_LOCK:
+                _N_PROVEN.add((self.endpoint, self.model))
         if len(samples) < n:
             if ask_n > 1 and len(samples) < ask_n:
-                with self._flags_lock:
-                    self._n_ok = False  # this endpoint ignores n: ask for one sample per request from now on
+                with _REGISTRY_LOCK:  # this endpoint ignores n: one sample per request from now on
+                    _NO_N.add((self.endpoint, self.model))
             # The rest, one request per sample with its own seed, concurrently (each waits for a slot).
             rest = seeds[len(samples):n]
             with ThreadPoolExecutor(max_workers=min(len(rest), self.max_concurrency)) as pool:
@@ -1295,11 +1295,8 @@ class LLM:
                     # OpenAI's "'messages' must contain the word 'json'" is about this prompt, not the server
                     raise _JSONModeRejected(lasting=not re.search(r"contain the word", message, re.I)) from None
                 if param in ("seed", "n"):  # a server that takes no seed or no n: drop it from now on
-                    with self._flags_lock, _REGISTRY_LOCK:
-                        if param == "seed":
-                            _NO_SEED.add((self.endpoint, self.model))
-                        else:
-                            self._n_ok = False
+                    with _REGISTRY_LOCK:
+                        (_NO_SEED if param == "seed" else _NO_N).add((self.endpoint, self.model))
                     return self._request(messages, temperature, top_p, 1 if param == "n" else n, max_tokens,
                                          json_mode, seed, json_keys)
                 raise BadRequestError(f"{where} rejected the request (HTTP {e.status_code}): {message}") from None

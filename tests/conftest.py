@@ -15,3 +15,13 @@ def data_dir() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not here")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def fresh_endpoint_registry():
+    """What the executor learnt about endpoints (no n, no seed, no JSON mode) is process-wide and keyed by
+    URL: a later test's server may get a port an earlier one had, so each test starts with none."""
+    import executor
+    for name in ("_NO_N", "_N_PROVEN", "_NO_SEED", "_NO_JSON_MODE"):
+        getattr(executor, name).clear()
+    yield

@@ -50,6 +50,26 @@ def test_server_without_n_gets_one_request_per_sample():
         assert srv.count == 5 and all("n" not in r for r in srv.requests[3:])  # it remembered
 
 
+def test_what_an_endpoint_lacks_is_learnt_once_for_every_copy():
+    """evaluate gives each job a shallow copy of the executor LLM: on a server that rejects n, each copy
+    sent n again and got a 400 first, one wasted request per job; the copies share what was learnt now."""
+    import copy
+
+    def responder(body):
+        if body.get("n", 1) > 1:
+            return Reply(status=400, error="Invalid value for n: only n = 1 is supported", param="n")
+        return Reply(["ok"])
+
+    with LocalServer(responder) as srv:
+        llm = make_llm(srv)
+        jobs = [copy.copy(llm) for _ in range(4)]  # as evaluate.job_llm makes them
+        assert jobs[0].chat(USER, n=3) == ["ok"] * 3
+        assert srv.count == 4  # the rejected one, then one request per sample
+        for i, job in enumerate(jobs[1:]):
+            assert job.chat([{"role": "user", "content": f"job {i}"}], n=2) == ["ok"] * 2
+        assert srv.count == 4 + 3 * 2 and all("n" not in r for r in srv.requests[4:])
+
+
 # -- JSON mode -------------------------------------------------------------------------------------
 
 def test_json_mode_is_sent_and_missing_keys_are_filled():
