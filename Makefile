@@ -98,9 +98,10 @@ EVAL_ARGS = --run $(RUN) --data-dir $(DATA_DIR) --benchmarks $(EVAL_BENCHMARKS) 
 collect: $(STAMP)
 	$(PY) $(ROOT)collect.py $(COLLECT_ARGS)
 
-# skipped once the final model is there; a killed run resumes from its last step checkpoint
+# skipped once the final model is there (config.json, no final/ left by a killed export); a killed run resumes
 train: $(STAMP)
-	@if [ -f checkpoints/$(RUN)/config.json ]; then echo "train: checkpoints/$(RUN) is complete, skipped"; \
+	@if [ -f checkpoints/$(RUN)/config.json ] && [ ! -d checkpoints/$(RUN)/final ]; then \
+		echo "train: checkpoints/$(RUN) is complete, skipped"; \
 	else $(PY) $(ROOT)train_rlao.py --run $(RUN) --trajectories runs/$(RUN)/trajectories.jsonl \
 		--model $(META_MODEL) --resume $(TRAIN_FLAGS); fi
 

@@ -162,6 +162,9 @@ def check_args(args: Args) -> None:
         sys.exit(f"error: unknown method(s) {unknown} in --methods; choose from {list(METHODS)}")
     if args.iterations < 0 or args.num_candidates < 1 or not args.seeds or not args.executor_models:
         sys.exit("error: --iterations >= 0, --num-candidates >= 1, and at least one --seeds and --executor-models")
+    if (Path(args.meta_model).expanduser() / "final").is_dir():
+        sys.exit(f"error: the export of {args.meta_model} was cut off (its final/ is still there): rerun "
+                 f"train_rlao.py with --resume (make train) to finish it")
 
 
 def slug(text: str) -> str:

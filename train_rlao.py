@@ -409,13 +409,19 @@ def save_checkpoint(path: Path, model, tokenizer, train_state: dict | None, opti
     barrier()
 
 
-def export_model(run_dir: Path, model, tokenizer, rank: int = 0) -> None:
-    """The model at the top of the run folder, written once (rank 0), file by file (each os.replace is
-    atomic); the rest of the folder (checkpoints, metrics) is left as it is."""
+def export_model(run_dir: Path, model, tokenizer, rank: int = 0, trained: bool = True) -> None:
+    """The model at the top of the run folder, written once (rank 0): saved whole into final/, moved file by
+    file (each os.replace is atomic) with config.json last, NOT_TRAINED.txt set or cleared, then final/
+    removed. So a folder with config.json and no final/ holds a complete export (make train's test); a
+    killed export leaves final/ behind and a rerun exports again. Checkpoints and metrics are left as they are."""
     save_checkpoint(run_dir / "final", model, tokenizer, None, rank=rank)
     if rank == 0:
-        for f in (run_dir / "final").iterdir():
+        for f in sorted((run_dir / "final").iterdir(), key=lambda f: f.name == "config.json"):
             os.replace(f, run_dir / f.name)
+        if trained:  # a base model exported here before (--allow-no-samples) is replaced: its marker would lie
+            (run_dir / "NOT_TRAINED.txt").unlink(missing_ok=True)
+        else:
+            (run_dir / "NOT_TRAINED.txt").write_text("no ok candidate in the trajectories: this is the base model\n")
         (run_dir / "final").rmdir()
 
 
@@ -536,9 +542,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         # A 135M meta-agent may write no working workflow at all: say so loudly and hand the next stage
         # the base model, so a small pipeline still runs end to end. Nothing is trained.
         say(f"NO TRAINING SAMPLES: {run_dir} gets the base model {args.model} unchanged (--allow-no-samples)")
-        export_model(run_dir, AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype), tokenizer, rank)
-        if rank == 0:
-            (run_dir / "NOT_TRAINED.txt").write_text("no ok candidate in the trajectories: this is the base model\n")
+        export_model(run_dir, AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype), tokenizer, rank,
+                     trained=False)
         return run_dir
     if not train or num_steps == 0:
         sys.exit("no training step: no samples left after the filters, or fewer than one step's worth "
@@ -722,8 +727,6 @@ def main(argv: list[str] | None = None) -> Path | None:
         checkpoint_now(num_steps)
     export_model(run_dir, model, tokenizer, rank)
     if rank == 0:
-        # a base model exported here before (--allow-no-samples) has just been replaced: its marker would now lie
-        (run_dir / "NOT_TRAINED.txt").unlink(missing_ok=True)
         metrics.close()
     say(f"done: {run_dir}")
     if world_size > 1:

@@ -426,3 +426,23 @@ def test_resume_after_a_torn_metrics_line(tmp_path, traj, tiny_dir):
         train_rlao.main(common(traj, tiny_dir, tmp_path, "torn", *args, "--resume"))
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and rows[0] == json.loads(lines[0])
+
+
+def test_a_killed_export_never_passes_for_a_complete_model(tmp_path, tiny_dir, monkeypatch):
+    """The export moves the model file by file into the run folder and make train skips a folder with
+    config.json: killed midway, the folder passed for complete, with a partial or an older model. Now
+    config.json moves last, final/ stays until the end, and make train and evaluate.py both read final/ as
+    an export cut off (review of session 3)."""
+    import evaluate
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_dir), AutoTokenizer.from_pretrained(tiny_dir)
+    run_dir, moved, real = tmp_path / "run", [], os.replace
+    monkeypatch.setattr(train_rlao.os, "replace", lambda a, b: (moved.append(Path(a).name), real(a, b)))
+    train_rlao.export_model(run_dir, model, tok)
+    assert moved[-1] == "config.json" and len(moved) >= 3 and not (run_dir / "final").exists()
+    (run_dir / "final").mkdir()  # as a kill leaves it
+    with pytest.raises(SystemExit, match="cut off.*--resume"):
+        evaluate.check_args(evaluate.Args(meta_model=str(run_dir)))
+    shutil.copytree(run_dir, tmp_path / "checkpoints" / "r")
+    make = subprocess.run(["make", "-f", str(ROOT / "Makefile"), "train", "RUN=r", "PY=echo", "STAMP="],
+                          cwd=tmp_path, capture_output=True, text=True)  # PY=echo: the command it would run
+    assert "train_rlao.py --run r" in make.stdout and "skipped" not in make.stdout, make.stdout + make.stderr
