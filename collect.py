@@ -215,9 +215,8 @@ def main() -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     print(f"trajectories: {traj_path}")
-    if status == 130:
+    if status:  # candidates may still be scoring in worker threads: do not wait for their calls
         exit_now(status)
-    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -156,6 +156,29 @@ def test_ctrl_c_while_candidates_are_scored_stops_at_once(golds, data_dir, tmp_p
     assert "interrupted" in out and (tmp_path / "runs/t/summary.json").exists()
 
 
+def test_an_endpoint_stop_does_not_wait_for_the_other_candidates(golds, data_dir, tmp_path):
+    """One candidate's calls fail for the endpoint (exit 4) while another's hang: the stage said it stopped,
+    wrote its summary, then waited for the hanging candidate (its calls kept going, unsummed); it exits now,
+    as on Ctrl-C and on a spent budget."""
+    def executor(body):
+        text = json.dumps(body["messages"])
+        task = next(t for t in golds if json.dumps(t)[1:-1] in text)
+        if "role-failing" in text:
+            return Reply(["down"], status=500)
+        return Reply([json.dumps({"reasoning": "r", "answer": golds[task]})] * body.get("n", 1),
+                     delay_s=600.0 if "role-hanging" in text else 0.0)
+
+    def meta(body):
+        return Reply([oracle_workflow("A", "role-failing"), oracle_workflow("B", "role-hanging")][: body.get("n", 1)])
+    ex, meta = LocalServer(executor), LocalServer(meta)
+    with ex, meta:
+        proc = subprocess.Popen(collect_cmd(ex, meta, data_dir, "--sample-timeout-s", "500"), cwd=tmp_path,
+                                env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = proc.communicate(timeout=200)  # the old code waited for the hanging calls (600 s)
+    assert proc.returncode == 4, out
+    assert "endpoint failed" in out and (tmp_path / "runs/t/summary.json").exists()
+
+
 @pytest.mark.parametrize("tail", ['{"model": "m", "prompt_tokens": 9, "cost', '{"model": "m", "prompt_tokens": 9}'])
 def test_audit_log_with_a_torn_last_line_is_cut_on_open_and_summed(tmp_path, tail):
     """A killed write leaves half a line (or a whole record without its newline) at the end of calls.jsonl
