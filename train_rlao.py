@@ -220,7 +220,9 @@ def describe_samples(samples, dropped: Counter, skipped: Counter) -> str:
 def plan_batches(lengths: list[int], *, batch_size: int, grad_accum_steps: int, num_buckets_batches: int,
                  num_epochs: int, seed: int) -> list[list[list[int]]]:
     """The whole schedule: steps -> micro-batches -> sample indices. Length-grouped: shuffle, cut into buckets,
-    sort each bucket by length, cut it into micro-batches, shuffle the micro-batches. Fixed by (seed, epoch)."""
+    sort each bucket by length, cut it into micro-batches, shuffle the micro-batches. Fixed by (seed, epoch).
+    Every sample is in one micro-batch per epoch; an epoch's last step may hold fewer micro-batches (the loss
+    divides by the step's own sample count)."""
     steps = []
     for epoch in range(num_epochs):
         rng = random.Random(seed * 1000 + epoch)
@@ -232,7 +234,7 @@ def plan_batches(lengths: list[int], *, batch_size: int, grad_accum_steps: int, 
             chunk = sorted(order[i:i + bucket], key=lambda j: lengths[j])
             micro += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
         rng.shuffle(micro)
-        steps += [micro[k:k + grad_accum_steps] for k in range(0, len(micro) - grad_accum_steps + 1, grad_accum_steps)]
+        steps += [micro[k:k + grad_accum_steps] for k in range(0, len(micro), grad_accum_steps)]  # last may be short
     return steps
 
 

@@ -446,3 +446,14 @@ def test_a_killed_export_never_passes_for_a_complete_model(tmp_path, tiny_dir, m
     make = subprocess.run(["make", "-f", str(ROOT / "Makefile"), "train", "RUN=r", "PY=echo", "STAMP="],
                           cwd=tmp_path, capture_output=True, text=True)  # PY=echo: the command it would run
     assert "train_rlao.py --run r" in make.stdout and "skipped" not in make.stdout, make.stdout + make.stderr
+
+
+@pytest.mark.parametrize("n,batch,accum,epochs", [(5, 1, 2, 1), (3, 1, 4, 2), (13, 2, 3, 3), (8, 2, 2, 1)])
+def test_the_plan_trains_every_sample_once_per_epoch(n, batch, accum, epochs):
+    """The plan cut each epoch into whole steps of --grad-accum-steps micro-batches and dropped the rest:
+    5 samples with accumulation 2 never trained one of them (review of session 3)."""
+    steps = train_rlao.plan_batches(list(range(10, 10 + n)), batch_size=batch, grad_accum_steps=accum,
+                                    num_buckets_batches=2, num_epochs=epochs, seed=0)
+    seen = sorted(i for step in steps for mb in step for i in mb)
+    assert seen == sorted(list(range(n)) * epochs)
+    assert all(1 <= len(step) <= accum and all(1 <= len(mb) <= batch for mb in step) for step in steps)
