@@ -116,7 +116,7 @@ def make_question(name: str, kind: str, ex: dict, seed: int) -> Question:
         return Question(name, kind, program, [stub], program, stub, difficulty)
     if kind == "multiple_choice":
         letters = [chr(65 + i) for i in range(ex.get("num_options") or 4)]
-        others = [c for c in letters if c != ex["answer"]]
+        others = [c for c in letters if c != ex["answer"]] or [chr(65 + len(letters))]  # 2 MMLU-Pro items have 1 option
         return Question(name, kind, ex["answer"], rng.sample(others, min(3, len(others))), difficulty=difficulty)
     if kind == "drop":
         right = ex["answer"][0] if isinstance(ex["answer"], list) else str(ex["answer"])

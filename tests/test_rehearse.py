@@ -60,6 +60,17 @@ def test_simulator_is_deterministic_given_its_seed(index, data_dir):
     assert any(status == 429 for status, _ in first) and any(status == 200 for status, _ in first)
 
 
+def test_every_question_has_a_wrong_answer_to_give(index, data_dir):
+    """A multiple-choice item with a single option had no wrong letter: the simulator's handler raised on
+    every wrong draw for it and dropped the connection (20 times in the full-shape rehearsal of session 4)."""
+    from benchmarks import load_benchmark
+    lone = {"id": "x", "task": "Pick the option.", "answer": "A", "num_options": 1}
+    assert S.make_question("mmlu_pro", "multiple_choice", lone, seed=0).wrong == ["B"]
+    for name in ("mmlu_pro", "gpqa", "drop", "math", "humaneval"):
+        b = load_benchmark(name, data_dir)
+        assert all(S.make_question(name, b.kind, e, 0).wrong for split in ("valid", "test") for e in b.examples(split))
+
+
 def _replay(index, seed, bodies):
     sim = S.Simulator(index, S.SimConfig(seed=seed, time_scale=0, fault_429=0.2))
     return [sim.respond(b)[:2] for b in bodies]
