@@ -34,7 +34,8 @@ def count_vowels(word: str) -> int:
 '''.strip()
 
 # Helpers the prompts of three problems define and a model's answer often omits; AFlow prepends them
-# (same behaviour as its hard-coded copies, written here from the HumanEval prompts).
+# to the program (same behaviour as its hard-coded copies, written here from the HumanEval prompts).
+# Their hidden tests call them too: there the tests' own copy is used, never the program's.
 HELPERS = {
     "decode_cyclic": (
         "def encode_cyclic(s: str):\n"
@@ -58,7 +59,9 @@ def load(data_dir, verify=True) -> dict[str, list[dict]]:
             "id": row["task_id"], "task": row["prompt"], "answer": row["canonical_solution"],
             "entry_point": row["entry_point"],
             "public_tests": public_test_source(public.get(row["task_id"], []), row["entry_point"]),
-            "test": row["test"] + f"\n\ncheck({row['entry_point']})\n",
+            # the trusted helper opens the tests too: the tests call it, and a program's own copy (a `poly`
+            # that returns 0 passes find_zero's test) must not stand in for it
+            "test": HELPERS.get(row["entry_point"], "") + row["test"] + f"\n\ncheck({row['entry_point']})\n",
         } for row in read_jsonl(data_file(data_dir, name, verify))]
     return splits
 

@@ -414,6 +414,42 @@ def test_rigged_equality_scores_zero_on_hidden_and_public_tests(loaded):
                 assert not sandbox.check_program(rigged, e["public_tests"]).passed, e["id"]
 
 
+def _free_names(source: str) -> set[str]:
+    """Names the source reads but never binds (defines, assigns, imports) and that are not builtins."""
+    import ast
+    import builtins
+    bound, used = set(dir(builtins)), set()
+    for n in ast.walk(ast.parse(source)):
+        if isinstance(n, ast.Name):
+            (used if isinstance(n.ctx, ast.Load) else bound).add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(n.name)
+        elif isinstance(n, ast.arg):
+            bound.add(n.arg)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            bound |= {(a.asname or a.name).split(".")[0] for a in n.names}
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            bound.add(n.name)
+    return used - bound
+
+
+def test_hidden_tests_take_nothing_from_the_program_but_its_entry_point(loaded):
+    """The tests run with the program's names bound: HumanEval/32, /38 and /50 call a helper of the prompt
+    (poly, encode_cyclic, encode_shift), so a program defining its own (`poly` returning 0) passed without
+    solving anything. The tests now define those helpers; no hidden test reads any other program name
+    (mbpp/596 reads the module `sys`, which the tests' process imports itself)."""
+    for name in ("humaneval", "mbpp"):
+        for e in _all(loaded[name]):
+            assert _free_names(e["test"]) - {e["entry_point"]} <= {"sys"}, e["id"]
+    fakes = {"find_zero": "def poly(xs, x):\n    return 0\n\ndef find_zero(xs):\n    return 0.0\n",
+             "decode_cyclic": "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n",
+             "decode_shift": "def encode_shift(s):\n    return s\n\ndef decode_shift(s):\n    return s\n"}
+    b = loaded["humaneval"]
+    for e in (x for x in _all(b) if x["entry_point"] in fakes):
+        assert b.score(fakes[e["entry_point"]], e) == 0.0, e["id"]
+        assert b.score(e["task"] + e["answer"], e) == 1.0, e["id"]
+
+
 def test_pathological_math_answer_scores_zero():
     # sympy would compute factorial(factorial(30)) for ever; it runs in a limited process and scores 0
     assert _score("math", r"\boxed{factorial(factorial(30))}", {"answer": r"\boxed{1}"}) == 0.0
