@@ -1320,7 +1320,9 @@ class LLM:
             share = completion_tokens // len(choices) + (j < completion_tokens % len(choices))
             message = c.get("message") if isinstance(c, dict) else None
             content = message.get("content") if isinstance(message, dict) else None
-            samples.append(_Sample(content if isinstance(content, str) else "", prompt_tokens if j == 0 else 0, share))
+            # a lone surrogate ("\udc80" in the JSON) becomes "?": a reply is valid text for later prompts
+            text = content.encode("utf-8", "replace").decode("utf-8") if isinstance(content, str) else ""
+            samples.append(_Sample(text, prompt_tokens if j == 0 else 0, share))
         return samples
 
 

@@ -159,19 +159,43 @@ def _recv(sock: socket.socket, limit: int = MAX_MESSAGE_BYTES) -> Any:
 
 def _decode_frame(data: bytes) -> Any:
     """JSON from an untrusted sandbox process: any decoding failure or nesting past MAX_FRAME_DEPTH is a
-    ProtocolError, never an exception that could end the parent (RecursionError, MemoryError, ...)."""
+    ProtocolError, never an exception that could end the parent (RecursionError, MemoryError, ...). Every
+    string comes out valid text: a lone surrogate ("\\udc80" in the JSON) becomes "?", so an answer or a
+    traceback can never make a later prompt, cache key or tokenizer fail."""
     try:
         obj = json.loads(data)
     except (ValueError, RecursionError, MemoryError, UnicodeDecodeError) as e:
         raise ProtocolError(f"a message is not valid JSON ({type(e).__name__})") from None
-    stack = [(obj, 0)]
+    root = [obj]
+    stack = [(root, 0)]
     while stack:  # iterative: the check itself must not recurse
         value, depth = stack.pop()
-        if isinstance(value, (list, dict)):
-            if depth >= MAX_FRAME_DEPTH:
-                raise ProtocolError(f"a message is nested more than {MAX_FRAME_DEPTH} levels deep")
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
-    return obj
+        if depth > MAX_FRAME_DEPTH:
+            raise ProtocolError(f"a message is nested more than {MAX_FRAME_DEPTH} levels deep")
+        if isinstance(value, dict) and any(type(k) is str and not _is_text(k) for k in value):
+            fixed = {(_text(k) if type(k) is str else k): v for k, v in value.items()}
+            value.clear()
+            value.update(fixed)
+        for k, v in (value.items() if isinstance(value, dict) else enumerate(value)):
+            if type(v) is str and not _is_text(v):
+                value[k] = _text(v)
+            elif isinstance(v, (list, dict)):
+                stack.append((v, depth + 1))
+    return root[0]
+
+
+def _is_text(s: str) -> bool:
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+
+
+def _text(s: str) -> str:
+    return s.encode("utf-8", "replace").decode("utf-8")
 
 
 class _Channel:

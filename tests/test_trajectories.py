@@ -324,3 +324,30 @@ def test_a_resumed_episode_goes_on_from_its_recorded_seed_scores():
     assert resumed[1]["seeds"] == first[0]["seeds"]
     for e in first[0]["seeds"]:  # the resumed turn was sampled from the seeds' recorded feedback
         assert e["feedback"].splitlines()[0] in resumed[1]["state"][1]["content"]
+
+
+def test_a_lone_surrogate_from_a_workflow_or_an_endpoint_never_stops_the_run():
+    """A workflow's error or answer holding a lone surrogate ("\\udc80" crosses the sandbox as JSON) went
+    into the repair prompt and the feedback, and every meta-agent call on them raised ValueError: the stage
+    died, and on every resume again (the same feedback is replayed). Untrusted text comes back valid now,
+    and so does an endpoint's reply."""
+    bad = chr(0xDC80)
+    first = ("Try.\n```python\ndef solver(agent, task):\n    raise RuntimeError('bad ' + chr(0xdc80))\n```\n")
+    fixed = ("Fixed.\n```python\ndef solver(agent, task):\n    import re\n    a, b = map(int, re.findall(r'\\d+', task))\n"
+             "    return {'answer': str(a + b) if a == 1 else 'x' + chr(0xd800)}\n```\n")
+
+    def meta(body):
+        return Reply([fixed if body["messages"][-1]["content"].startswith("Your workflow failed") else first])
+    fields = {"run": "r", "benchmark": "b", "meta_model": "m", "executor_model": "e"}
+    with LocalServer(lambda b: Reply(["x"])) as ex, LocalServer(meta) as mt:
+        records = meta_agent.run_episode(make_env(ex.base_url), Policy(LLM("test-meta", mt.base_url, api_key="k")),
+                                         num_turns=2, num_candidates=1, record_fields=fields).records
+        raw = '{"choices": [{"message": {"role": "assistant", "content": "half \\ud83d emoji"}}]}'
+        with LocalServer(lambda b: Reply(raw_body=raw)) as odd:
+            reply = LLM("test-executor", odd.base_url, api_key="k").chat([{"role": "user", "content": "hi"}])
+    c = records[0]["candidates"][0]
+    assert c["status"] == "ok" and c["repairs"] == 1 and c["valid_acc"] == 0.5
+    assert "bad ?" in c["messages"][-1]["content"] and len(records) == 2
+    assert "Workflow answer: x?" in records[1]["state"][1]["content"]  # the feedback the next turn was asked on
+    assert bad not in json.dumps(records, ensure_ascii=False)
+    assert reply == ["half ? emoji"]
