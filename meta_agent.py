@@ -217,7 +217,9 @@ def score_workflow(code: str, examples: list[dict], score: Callable[[Any, dict],
         first = next((s.error for s in run.samples if s.failed_calls and s.error), "")
         raise LLMError(f"{failed} executor calls of this workflow run failed for an endpoint reason twice "
                        f"(5xx/429 after retries, timeout, connection); no score is recorded. {first[-300:]}")
-    scores = [0.0 if s.error is not None else float(score(s.answer, e)) for s, e in zip(run.samples, examples)]
+    # no answer is never right: str(None) == "None" would match GSM-Plus's 107 "None" test golds (W4S's scorer does)
+    scores = [0.0 if s.error is not None or s.answer is None else float(score(s.answer, e))
+              for s, e in zip(run.samples, examples)]
     failures = Counter(_sample_reason(s, run) for s in run.samples if s.error is not None)
     return Scored(accuracy=sum(scores) / len(scores) if scores else 0.0, scores=scores, calls=calls,
                   prompt_tokens=sum(s.prompt_tokens for s in spent),

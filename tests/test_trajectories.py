@@ -351,3 +351,17 @@ def test_a_lone_surrogate_from_a_workflow_or_an_endpoint_never_stops_the_run():
     assert "Workflow answer: x?" in records[1]["state"][1]["content"]  # the feedback the next turn was asked on
     assert bad not in json.dumps(records, ensure_ascii=False)
     assert reply == ["half ? emoji"]
+
+
+def test_no_answer_is_never_right(data_dir):
+    """GSM-Plus has "None" golds (16 of 128 validation, 107 of 800 test) and the scorers compare str(answer):
+    a workflow returning no answer at all scored on them (12.5% on validation: an `ok` candidate, a reward)."""
+    from benchmarks import load_benchmark
+    b = load_benchmark("gsm_plus", str(data_dir))
+    golds = [e for e in b.examples("valid") if e["answer"] == "None"][:2]
+    assert golds and b.score("None", golds[0]) == 1.0  # the string "None" is an answer, and right here
+    agent = Agent(LLM("test-executor", "http://127.0.0.1:9/v1", api_key="k", max_retries=0))
+    for code in ("def solver(agent, task):\n    return {'answer': None}\n",
+                 "def solver(agent, task):\n    return {'answer': 'None'}\n"):
+        s = meta_agent.score_workflow(code, golds, b.score, agent)
+        assert s.scores == ([0.0, 0.0] if "None}" in code else [1.0, 1.0]), code
