@@ -248,8 +248,7 @@ def train_test_labels(args: Args, benchmarks: list[str]) -> dict[str, str]:
         return {name: "unseen" for name in benchmarks}
     items = [e for b in load_benchmarks(train, args.data_dir) for e in b.examples("valid")]
     labels = {}
-    for name, (k, n, _) in overlap_counts(items, args.data_dir, benchmarks).items():
-        n = min(n, args.limit_test or n)
+    for name, (k, n, _) in overlap_counts(items, args.data_dir, benchmarks, args.limit_test).items():
         label = "seen" if name in train else "overlap" if k else "unseen"
         labels[name] = f"{label} ({k}/{n} test items overlap)" if k else label
     return labels

@@ -44,9 +44,9 @@ def origins(example: dict, data_dir: str) -> set[str]:
     return keys
 
 
-def overlap_counts(train_items: list[dict], data_dir, benchmarks=None) -> dict[str, tuple[int, int, int]]:
+def overlap_counts(train_items: list[dict], data_dir, benchmarks=None, limit_test: int = 0) -> dict[str, tuple[int, int, int]]:
     """{benchmark: (its test items sharing an origin with a training item, its test items, training items
-    sharing an origin with one of its test items)}."""
+    sharing an origin with one of its test items)}, over the first `limit_test` test items (0: all)."""
     from benchmarks import BENCHMARKS, default_data_dir, load_benchmark
     data_dir = str(data_dir or default_data_dir())
     train = [origins(e, data_dir) for e in train_items]
@@ -54,7 +54,7 @@ def overlap_counts(train_items: list[dict], data_dir, benchmarks=None) -> dict[s
     counts = {}
     for name in benchmarks or BENCHMARKS:
         try:
-            test = [origins(e, data_dir) for e in load_benchmark(name, data_dir).examples("test")]
+            test = [origins(e, data_dir) for e in load_benchmark(name, data_dir).examples("test")[: limit_test or None]]
         except FileNotFoundError:
             continue  # a benchmark without data here cannot be evaluated either
         tested = set().union(*test)

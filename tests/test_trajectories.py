@@ -218,6 +218,13 @@ def test_train_test_overlap_is_measured_and_labelled(data_dir):
     assert labels["mgsm"].startswith("seen") and labels["gsm8k"].startswith("overlap (") and labels["svamp"] == "unseen"
     assert evaluate.train_test_labels(evaluate.Args(data_dir=str(data_dir), train_benchmarks=["none"]),
                                       ["gsm8k"]) == {"gsm8k": "unseen"}
+    # --limit-test 6: the overlap is counted over the 6 items scored, not the whole split ("344/6" before)
+    import re
+    small = evaluate.train_test_labels(evaluate.Args(data_dir=str(data_dir), train_benchmarks=["mgsm", "gsm_plus"],
+                                                     limit_test=6), ["mgsm", "gsm8k"])
+    for label in small.values():
+        k, n = map(int, re.search(r"\((\d+)/(\d+) test items", label).groups())
+        assert k <= n == 6, label
 
 
 def test_w4s_cost_counts_turns_replayed_on_resume(tmp_path, data_dir, gold):
