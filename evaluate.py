@@ -221,10 +221,13 @@ def save_workflow(out: Path, name: str, code: str, header: str) -> str:
 
 
 def aggregate(out: Path, rows: list[dict], num_bootstrap: int) -> list[dict]:
-    """One entry per (benchmark, executor, method): mean over seeds, bootstrap CI, cost per seed run."""
-    groups = defaultdict(list)
+    """One entry per (benchmark, executor, method): mean over seeds, bootstrap CI, cost per seed run. A seed
+    recorded twice (two processes on one run folder) counts once: its first line."""
+    groups, seen = defaultdict(list), set()
     for r in rows:
-        groups[(r["benchmark"], r["executor_model"], r["method"])].append(r)
+        if (key := (r["benchmark"], r["executor_model"], r["method"], r["seed"])) not in seen:
+            seen.add(key)
+            groups[key[:3]].append(r)
     table = []
     for (bench, executor, method), rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
@@ -361,7 +364,7 @@ def write_reports(out: Path, args: Args) -> list[dict]:
     """table.md, results.csv and the plots, from whatever lines results.jsonl holds now."""
     rows = read_jsonl(out / "results.jsonl")
     agg = aggregate(out, rows, args.num_bootstrap)
-    summary = (f"Seeds {args.seeds}; W4S: {args.iterations} turns x {args.num_candidates} candidates; "
+    summary = (f"Seeds {sorted({r['seed'] for r in rows}) or args.seeds} (every line of results.jsonl); W4S: {args.iterations} turns x {args.num_candidates} candidates; "
                f"validation limit {args.limit_valid or 'all'}, test limit {args.limit_test or 'all'}.")
     benchmarks = list(dict.fromkeys(args.benchmarks + [a["benchmark"] for a in agg]))
     labels = train_test_labels(args, benchmarks)

@@ -277,3 +277,23 @@ def test_side_by_side_jobs_share_the_cap_without_timing_out(tmp_path, data_dir, 
         assert ex.max_in_flight <= 4
     rows = [json.loads(line) for line in (tmp_path / "results/q/results.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and all(r["failures"] == {} and r["n"] == N_TEST for r in rows), rows
+
+
+def test_a_seed_recorded_twice_counts_once_and_the_heading_names_the_seeds_shown(tmp_path):
+    """Two processes on one run folder can both write a job's line: the table averaged the copy as another
+    seed. And a resume with other --seeds (a resumable change) kept every earlier seed in the table while
+    its heading named only the new ones."""
+    from evaluate import Args, aggregate, write_reports
+    (tmp_path / "scores").mkdir()
+    rows = []
+    for seed, scores in ((0, [1, 1, 0, 0]), (0, [1, 1, 0, 0]), (1, [1, 1, 1, 1])):
+        (tmp_path / "scores" / f"s{seed}.json").write_text(json.dumps({"ids": list("abcd"), "scores": scores}))
+        rows.append({"benchmark": "gsm8k", "executor_model": "gpt-4o-mini", "method": "cot", "seed": seed,
+                     "n": 4, "scores_path": f"scores/s{seed}.json", "accuracy": sum(scores) / 4, "calls": 1,
+                     "prompt_tokens": 1, "completion_tokens": 1, "cost_usd": 0.0, "meta_cost_usd": 0.0,
+                     "test_cost_usd": 0.0, "paid_usd": 0.0})
+    [agg] = aggregate(tmp_path, rows, 100)
+    assert agg["num_seeds"] == 2 and agg["accuracy"] == 0.75
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_reports(tmp_path, Args(seeds=[1], benchmarks=["gsm8k"], methods=["cot"], train_benchmarks=["none"]))
+    assert "Seeds [0, 1]" in (tmp_path / "table.md").read_text()
