@@ -377,14 +377,16 @@ def main(argv=None) -> int:
             sys.exit(f"error: the evaluation wrote no results (rc {second['rc']}); see {out / 'evaluate.log'}")
         stage = {"rc": second["rc"], "wall_s": round(first["wall_s"] + second["wall_s"], 1),
                  "peak_rss_mb": max(first["peak_rss_mb"], second["peak_rss_mb"]),
-                 "killed_after_s": first["wall_s"], "lines_at_kill": lines_at_kill, "first_rc": first["rc"]}
+                 "killed_after_s": first["wall_s"], "lines_at_kill": lines_at_kill, "first_rc": first["rc"],
+                 "killed": first["killed_at"] is not None, "jobs": num_jobs}
         rows = [json.loads(line) for line in open(results / "results.jsonl")]
         keys = Counter((r["benchmark"], r["executor_model"], r["method"], r["seed"]) for r in rows)
         # A request answered well before the kill (2 s: its reply was cached by then) and sent again after it.
         # A workflow that repeats an identical call legitimately sends the same body for a new sample.
         again = {d: sim.stats.answered_count[d] - n for d, n in counts_at_kill.items()
                  if sim.stats.answered_count[d] > n and times_at_kill.get(d, kill_time) < kill_time - 2.0}
-        stage.update(lines=len(rows), duplicate_lines=sum(n - 1 for n in keys.values()),
+        stage.update(lines=len(rows), complete=second["rc"] == 0 and len(keys) == num_jobs,
+                     duplicate_lines=sum(n - 1 for n in keys.values()),
                      repeated_calls=sum(again.values()),
                      repeated_examples=[sim.stats.described.get(d, "") for d in list(again)[:5]])
         trajs = sorted((results / "trajectories").glob("*.jsonl"))
@@ -419,14 +421,21 @@ def main(argv=None) -> int:
 
         table = build_profile(out, source, sizes, ["evaluate"] if a.skip_collect else ["collect", "evaluate"])
         (out / "call_profile.json").write_text(json.dumps(table, indent=1))
-        if a.write_profile and not a.skip_collect:
+        report["simulator_errors"] = len(sim.stats.internal_errors)
+        if sim.stats.internal_errors:  # a bug of the simulator, not of the kit: the run does not count
+            print(f"SIMULATOR BUG: {len(sim.stats.internal_errors)} requests failed inside the simulator; the first:\n"
+                  f"{sim.stats.internal_errors[0][1]}", file=sys.stderr)
+        whole = report["evaluate"]["complete"] and report.get("collect", {}).get("rc", 0) == 0 and not sim.stats.internal_errors
+        if a.write_profile and not a.skip_collect and whole:
             estimate.PROFILE_PATH.write_text(json.dumps(table, indent=1) + "\n")
             print(f"wrote {estimate.PROFILE_PATH}")
+        elif a.write_profile:
+            print(f"not written to {estimate.PROFILE_PATH}: the rehearsal is incomplete (its profile: {out / 'call_profile.json'})")
     (out / "rehearsal.json").write_text(json.dumps(report, indent=2))
     (out / "rehearsal.md").write_text(markdown(report))
     print("\n" + markdown(report))
     print(f"rehearsal report: {out / 'rehearsal.json'}, {out / 'rehearsal.md'}")
-    return 0
+    return 0 if whole else 1
 
 
 def plan_sizes(limit_valid: int, limit_test: int, data_dir) -> tuple[dict, dict]:
@@ -500,12 +509,24 @@ def markdown(report: dict) -> str:
                 if "estimate_vs_measured" in r else "no profile"))]
     lines = ["| | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(f(report[s]) for s in stages) + " |" for name, f in rows]
-    e = report.get("evaluate", {})
+    return "\n".join(lines + outcome(report)) + "\n"
+
+
+def outcome(report: dict) -> list[str]:
+    """The lines under the table: the evaluation's kill and resume, its wall time against the floor, and
+    whether the run is whole (a stage that stopped, a bug of the simulator)."""
+    lines, e = [], report.get("evaluate", {})
     if e:
-        lines += ["", f"Evaluation: {e['lines']} lines, {e['duplicate_lines']} duplicates, {e['repeated_calls']} calls "
-                  f"repeated after the kill (at {e['lines_at_kill']} lines); wall {e['wall_s']:.0f} s against a floor of "
-                  f"{e['floor_s']:.0f} s: {e['wall_over_floor']:.2f}x."]
-    return "\n".join(lines) + "\n"
+        kill = (f"{e['repeated_calls']} calls repeated after the kill (at {e['lines_at_kill']} lines)" if e.get("killed", True)
+                else f"not killed: its first run ended by itself (exit {e['first_rc']}) at {e['lines_at_kill']} lines")
+        lines += ["", f"Evaluation: {e['lines']} of {e.get('jobs', '?')} lines, {e['duplicate_lines']} duplicates, {kill}; "
+                      f"wall {e['wall_s']:.0f} s against a floor of {e['floor_s']:.0f} s: {e['wall_over_floor']:.2f}x."]
+        if not e.get("complete", True):
+            lines += ["", f"**INCOMPLETE**: the evaluation ended with exit {e['rc']} at {e['lines']} of {e.get('jobs', '?')} "
+                          f"lines (see evaluate.log); the figures cover the part that ran."]
+    if report.get("simulator_errors"):
+        lines += ["", f"**SIMULATOR BUG**: {report['simulator_errors']} requests failed inside the simulator (500s)."]
+    return lines
 
 
 def stage_report(stage: dict, calls: Path, meta_calls: Path, model: str, sim: Simulator, before: dict, a,

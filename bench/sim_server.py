@@ -41,6 +41,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 from collections import Counter, OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -193,6 +194,7 @@ class Stats:
     answered: dict = field(default_factory=dict)  # body hash -> when its last 200 reply was sent
     answered_count: Counter = field(default_factory=Counter)
     described: dict = field(default_factory=dict)  # body hash -> a short description (diagnosing repeats)
+    internal_errors: list = field(default_factory=list)  # the simulator's own bugs: (request model, traceback)
 
     def summary(self) -> dict:
         return {m: dict(c) for m, c in self.by_model.items()}
@@ -444,7 +446,12 @@ class SimServer:
                     body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 except (ValueError, OSError):  # a client killed mid-request
                     return self._send(400, {"error": {"message": "body is not JSON"}})
-                status, payload, sleep_s, headers = sim.respond(body)
+                try:
+                    status, payload, sleep_s, headers = sim.respond(body)
+                except Exception:  # noqa: BLE001 -- a bug here: say so (500) and count it; never drop the line
+                    with sim._lock:
+                        sim.stats.internal_errors.append((str(body.get("model")), traceback.format_exc(limit=3)))
+                    return self._send(500, {"error": {"message": "simulator bug (see the rehearsal report)"}})
                 time.sleep(sleep_s)
                 self._send(status, payload, headers)
                 if "x-sim-digest" in headers:  # when the reply left: the resume check counts from here

@@ -71,6 +71,28 @@ def test_every_question_has_a_wrong_answer_to_give(index, data_dir):
         assert all(S.make_question(name, b.kind, e, 0).wrong for split in ("valid", "test") for e in b.examples(split))
 
 
+def test_a_simulator_bug_is_a_counted_500_and_an_incomplete_run_says_so(index):
+    """The simulator's handler raised on a request (a one-option question) and dropped the connection: the
+    kit then stopped on a "lost connection" twice and the rehearsal still printed its figures as a run's.
+    A bug in the simulator is now a 500 it counts, and the report of a run that stopped says INCOMPLETE."""
+    import urllib.error
+    import urllib.request
+    import rehearse
+    sim = S.Simulator(index, S.SimConfig(time_scale=0))
+    sim.respond = lambda body: 1 / 0
+    with S.SimServer(sim) as srv:
+        req = urllib.request.Request(srv.base_url + "/chat/completions", data=b'{"model": "m", "messages": []}',
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 500 and len(sim.stats.internal_errors) == 1
+    assert "ZeroDivisionError" in sim.stats.internal_errors[0][1]
+    stage = {"rc": 4, "wall_s": 10.0, "lines": 40, "jobs": 77, "complete": False, "killed": False, "first_rc": 4,
+             "lines_at_kill": 22, "duplicate_lines": 0, "repeated_calls": 0, "floor_s": 5.0, "wall_over_floor": 2.0}
+    tail = "\n".join(rehearse.outcome({"evaluate": stage, "simulator_errors": 1}))
+    assert "40 of 77 lines" in tail and "not killed" in tail and "INCOMPLETE" in tail and "SIMULATOR BUG" in tail
+
+
 def _replay(index, seed, bodies):
     sim = S.Simulator(index, S.SimConfig(seed=seed, time_scale=0, fault_429=0.2))
     return [sim.respond(b)[:2] for b in bodies]
