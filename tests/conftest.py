@@ -1,4 +1,5 @@
 """Shared fixtures: the repo root on sys.path, the benchmark data directory, a private cache dir."""
+import signal
 import sys
 from pathlib import Path
 
@@ -7,6 +8,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_DATA = ROOT.parent / "shared" / "data"
+# A suite started in the background (`make test &`, nohup, a CI runner without job control) inherits SIGINT
+# ignored, and so would every stage it starts: Python then installs no KeyboardInterrupt and the Ctrl-C
+# tests' signal is lost. A handler here becomes the default again in each child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
