@@ -364,7 +364,8 @@ def write_reports(out: Path, args: Args) -> list[dict]:
     """table.md, results.csv and the plots, from whatever lines results.jsonl holds now."""
     rows = read_jsonl(out / "results.jsonl")
     agg = aggregate(out, rows, args.num_bootstrap)
-    summary = (f"Seeds {sorted({r['seed'] for r in rows}) or args.seeds} (every line of results.jsonl); W4S: {args.iterations} turns x {args.num_candidates} candidates; "
+    seeds = sorted({r["seed"] for r in rows}) or args.seeds  # the table holds every line, earlier --seeds too
+    summary = (f"Seeds {seeds}; W4S: {args.iterations} turns x {args.num_candidates} candidates; "
                f"validation limit {args.limit_valid or 'all'}, test limit {args.limit_test or 'all'}.")
     benchmarks = list(dict.fromkeys(args.benchmarks + [a["benchmark"] for a in agg]))
     labels = train_test_labels(args, benchmarks)

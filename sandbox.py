@@ -172,30 +172,26 @@ def _decode_frame(data: bytes) -> Any:
         value, depth = stack.pop()
         if depth > MAX_FRAME_DEPTH:
             raise ProtocolError(f"a message is nested more than {MAX_FRAME_DEPTH} levels deep")
-        if isinstance(value, dict) and any(type(k) is str and not _is_text(k) for k in value):
-            fixed = {(_text(k) if type(k) is str else k): v for k, v in value.items()}
+        if isinstance(value, dict) and any(_valid_text(k) is not k for k in value):  # JSON keys are strings
+            fixed = {_valid_text(k): v for k, v in value.items()}
             value.clear()
             value.update(fixed)
         for k, v in (value.items() if isinstance(value, dict) else enumerate(value)):
-            if type(v) is str and not _is_text(v):
-                value[k] = _text(v)
+            if type(v) is str:
+                value[k] = _valid_text(v)
             elif isinstance(v, (list, dict)):
                 stack.append((v, depth + 1))
     return root[0]
 
 
-def _is_text(s: str) -> bool:
-    if s.isascii():
-        return True
+def _valid_text(s: str) -> str:
+    """`s` itself when it is valid text (the usual case, checked at C speed), else a copy with "?" for
+    each lone surrogate."""
     try:
-        s.encode("utf-8")
-        return True
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-
-
-def _text(s: str) -> str:
-    return s.encode("utf-8", "replace").decode("utf-8")
+        s.isascii() or s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace").decode("utf-8")
 
 
 class _Channel:
